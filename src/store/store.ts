@@ -1,0 +1,227 @@
+import type { FailureInfo } from '../common/errors.js';
+import type { ActivityOptionsMs, HistoryEvent, NewEvent } from '../common/events.js';
+
+/**
+ * The Store contract. Adapters persist and query; they make no decisions (the runtime applies the
+ * engine's rules inside `transaction`). Every adapter must pass `store/conformance.ts` unchanged.
+ *
+ * Concurrency model: `transaction` runs its callback with exclusive write access to the rows it touches
+ * and commits atomically (SQLite: one `BEGIN IMMEDIATE` per transaction, serialised in-process; PostgreSQL:
+ * row locks, `FOR UPDATE SKIP LOCKED` in the `find*` claim queries). A transient fault (SQLITE_BUSY,
+ * serialization failure, lost connection) before commit re-runs the callback, so callbacks must have no
+ * side effects outside the transaction. Times are milliseconds since the epoch, passed in by the caller
+ * from the one injected clock.
+ */
+export interface Store {
+  readonly capabilities: StoreCapabilities;
+  /** A readable description for logs, e.g. the resolved file path. Never contains a password. */
+  readonly description: string;
+  transaction<T>(fn: (tx: StoreTx) => Promise<T>): Promise<T>;
+  /** Read-only access; may see a snapshot that excludes transactions committing concurrently. */
+  read<T>(fn: (tx: StoreReader) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+export interface StoreCapabilities {
+  /** Other processes may open the same store (so in-process wake-ups are not enough). */
+  readonly sharedAcrossProcesses: boolean;
+}
+
+export type RunStatus = 'running' | 'completed' | 'failed' | 'canceled' | 'terminated' | 'timedOut';
+
+export type WorkflowTaskPhase = 'idle' | 'scheduled' | 'started';
+
+/** One run: identity, lifecycle, and the mutable state of its current workflow task. */
+export interface RunRecord {
+  readonly namespace: string;
+  readonly workflowId: string;
+  readonly runId: string;
+  readonly workflowType: string;
+  readonly taskQueue: string;
+  readonly status: RunStatus;
+  /** Id the next appended history event gets; the compare-and-set guard for hot-path commits. */
+  readonly nextEventId: number;
+  readonly startTime: number;
+  readonly closeTime: number | null;
+  /** Request id of the start call, so a retried start is a no-op. */
+  readonly requestId: string | null;
+  readonly workflowTaskTimeoutMs: number;
+  readonly cancelRequested: boolean;
+  readonly memo: Record<string, unknown> | null;
+  readonly searchAttributes: Record<string, unknown> | null;
+  /** Event id of the last WorkflowTaskCompleted (0 before the first): where the next activation starts. */
+  readonly lastCompletedTaskEventId: number;
+  // ---- current workflow task ----
+  readonly wftPhase: WorkflowTaskPhase;
+  /** 1 for a task recorded in history; 2+ for retries of a failing task, which are not recorded. */
+  readonly wftAttempt: number;
+  /** Event ids of the recorded WorkflowTaskScheduled/Started; 0 while not recorded (retries). */
+  readonly wftScheduledEventId: number;
+  readonly wftStartedEventId: number;
+  /** When the scheduled task may be claimed (retries back off). */
+  readonly wftVisibleAt: number;
+  /** Workflow time of the started task. */
+  readonly wftStartedTime: number;
+  readonly wftLeaseOwner: string | null;
+  readonly wftLeaseExpiresAt: number;
+  /** Fencing token: incremented on every claim; a result must carry the current value. */
+  readonly wftToken: number;
+  /** Why the current task keeps failing (null when it is not failing). */
+  readonly wftFailure: FailureInfo | null;
+}
+
+export type RunPatch = Partial<Omit<RunRecord, 'namespace' | 'workflowId' | 'runId' | 'startTime'>>;
+
+export type ActivityPhase = 'scheduled' | 'started';
+
+/** A pending activity scheduling: the queue entry, its retry state and its lease. */
+export interface ActivityRecord {
+  readonly namespace: string;
+  readonly workflowId: string;
+  readonly runId: string;
+  readonly scheduledEventId: number;
+  readonly activityId: string;
+  readonly activityType: string;
+  readonly taskQueue: string;
+  readonly input: unknown[];
+  readonly options: ActivityOptionsMs;
+  readonly phase: ActivityPhase;
+  /** 1-based attempt number of the current (or next) attempt. */
+  readonly attempt: number;
+  /** When the scheduling was recorded (schedule-to-close counts from here). */
+  readonly scheduledTime: number;
+  /** When the current attempt became claimable (schedule-to-start counts from here). */
+  readonly visibleAt: number;
+  readonly startedTime: number | null;
+  readonly lastHeartbeatTime: number | null;
+  readonly heartbeatDetails: unknown;
+  readonly lastFailure: FailureInfo | null;
+  readonly cancelRequested: boolean;
+  readonly leaseOwner: string | null;
+  /** Fencing token: incremented on every claim. */
+  readonly token: number;
+  /** Earliest time a timeout of this scheduling can fire; the sweeper looks here. */
+  readonly deadline: number | null;
+}
+
+export type ActivityPatch = Partial<
+  Omit<ActivityRecord, 'namespace' | 'workflowId' | 'runId' | 'scheduledEventId' | 'activityId'>
+>;
+
+export type TimerKind = 'user' | 'workflowExecutionTimeout' | 'workflowRunTimeout';
+
+export interface TimerRecord {
+  readonly namespace: string;
+  readonly runId: string;
+  /** Unique per run: the user timer id, or the kind for run-level timeouts. */
+  readonly timerKey: string;
+  readonly kind: TimerKind;
+  readonly fireAt: number;
+  /** Event id of TimerStarted for user timers, else 0. */
+  readonly startedEventId: number;
+}
+
+/** An event waiting in a run's durable buffer while a workflow task is in flight. */
+export interface BufferedEvent {
+  readonly seq: number;
+  readonly event: NewEvent;
+}
+
+export interface RequestRecord {
+  readonly namespace: string;
+  readonly requestId: string;
+  readonly kind: 'start' | 'signal' | 'cancel' | 'terminate';
+  readonly runId: string;
+  readonly createdAt: number;
+}
+
+export type QueryPhase = 'pending' | 'claimed' | 'answered';
+
+export interface QueryRecord {
+  readonly id: string;
+  readonly namespace: string;
+  readonly runId: string;
+  readonly taskQueue: string;
+  readonly queryType: string;
+  readonly args: unknown[];
+  readonly phase: QueryPhase;
+  readonly createdAt: number;
+  readonly leaseExpiresAt: number;
+  readonly result?: unknown;
+  readonly failure?: FailureInfo | null;
+}
+
+export interface StoreReader {
+  getRun(runId: string): Promise<RunRecord | undefined>;
+  /** The run with `runId`, or when omitted the most recently started run of the workflow id. */
+  findRun(namespace: string, workflowId: string, runId?: string): Promise<RunRecord | undefined>;
+  findOpenRun(namespace: string, workflowId: string): Promise<RunRecord | undefined>;
+  /** Events with ids >= fromEventId, ascending, at most `limit` (default: all). */
+  readEvents(runId: string, fromEventId?: number, limit?: number): Promise<HistoryEvent[]>;
+  listBuffered(runId: string): Promise<BufferedEvent[]>;
+  getActivity(runId: string, scheduledEventId: number): Promise<ActivityRecord | undefined>;
+  listActivities(runId: string): Promise<ActivityRecord[]>;
+  listTimers(runId: string): Promise<TimerRecord[]>;
+  getRequest(namespace: string, requestId: string): Promise<RequestRecord | undefined>;
+  getQuery(id: string): Promise<QueryRecord | undefined>;
+  /** Earliest future moment any sweep or poll could find work: timers, deadlines, leases, backoffs. */
+  nextWakeTime(): Promise<number | null>;
+}
+
+export interface StoreTx extends StoreReader {
+  /** Fails with a StoreError code 'DUPLICATE_OPEN_RUN' if the workflow id already has a running run. */
+  insertRun(run: RunRecord): Promise<void>;
+  updateRun(runId: string, patch: RunPatch): Promise<void>;
+  /**
+   * Appends events with ids `firstEventId`, `firstEventId + 1`, ... Fails with StoreError code
+   * 'EVENT_CONFLICT' if any of those ids exists (the gap-free, append-only guard).
+   */
+  appendEvents(runId: string, firstEventId: number, events: readonly NewEvent[]): Promise<void>;
+  addBuffered(runId: string, event: NewEvent): Promise<void>;
+  /** Deletes buffered events with seq <= uptoSeq. */
+  deleteBuffered(runId: string, uptoSeq: number): Promise<void>;
+  insertActivity(activity: ActivityRecord): Promise<void>;
+  updateActivity(runId: string, scheduledEventId: number, patch: ActivityPatch): Promise<void>;
+  deleteActivity(runId: string, scheduledEventId: number): Promise<void>;
+  insertTimer(timer: TimerRecord): Promise<void>;
+  deleteTimer(runId: string, timerKey: string): Promise<void>;
+  /** Deletes the run's activities, timers, buffered events and open queries (the run closed). */
+  deleteRunState(runId: string): Promise<void>;
+  putRequest(request: RequestRecord): Promise<void>;
+  insertQuery(query: QueryRecord): Promise<void>;
+  updateQuery(
+    id: string,
+    patch: Partial<Pick<QueryRecord, 'phase' | 'leaseExpiresAt' | 'result' | 'failure'>>,
+  ): Promise<void>;
+  deleteQuery(id: string): Promise<void>;
+
+  // ---- claim and sweep queries: rows returned here are locked for this transaction where the store
+  // supports it, and rows locked by another transaction are skipped, never waited for. ----
+
+  /** Runs whose workflow task is scheduled and visible (wftVisibleAt <= now), oldest first. */
+  findClaimableWorkflowTasks(
+    namespace: string,
+    taskQueue: string,
+    now: number,
+    limit: number,
+  ): Promise<RunRecord[]>;
+  /** Activities in phase 'scheduled', visible, not cancel-requested, oldest first. */
+  findClaimableActivities(
+    namespace: string,
+    taskQueue: string,
+    now: number,
+    limit: number,
+  ): Promise<ActivityRecord[]>;
+  /** Pending queries (or claimed ones whose lease expired) for runs on this task queue. */
+  findClaimableQueries(
+    namespace: string,
+    taskQueue: string,
+    now: number,
+    limit: number,
+  ): Promise<QueryRecord[]>;
+  findDueTimers(now: number, limit: number): Promise<TimerRecord[]>;
+  /** Running runs whose workflow task is started and whose lease expired. */
+  findExpiredWorkflowTasks(now: number, limit: number): Promise<RunRecord[]>;
+  /** Activities whose deadline <= now. */
+  findDueActivities(now: number, limit: number): Promise<ActivityRecord[]>;
+}
