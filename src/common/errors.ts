@@ -67,12 +67,17 @@ export class ValidationError extends LonghaulError {
 }
 branded(ValidationError, 'ValidationError');
 
+/** No such workflow, or (with `reason`) the addressed run is closed and cannot take the request. */
 export class WorkflowNotFoundError extends LonghaulError {
   constructor(
     readonly workflowId: string,
     readonly runId?: string,
+    reason?: string,
   ) {
-    super('WORKFLOW_NOT_FOUND', `workflow ${workflowId}${runId ? ` run ${runId}` : ''} not found`);
+    super(
+      'WORKFLOW_NOT_FOUND',
+      `workflow ${workflowId}${runId ? ` run ${runId}` : ''} ${reason ?? 'not found'}`,
+    );
   }
 }
 branded(WorkflowNotFoundError, 'WorkflowNotFoundError');

@@ -1,0 +1,142 @@
+import { randomUUID } from 'node:crypto';
+import { parseDuration } from '../common/duration.js';
+import {
+  CancelledFailure,
+  TerminatedFailure,
+  TimeoutFailure,
+  WorkflowFailedError,
+  fromFailureInfo,
+} from '../common/errors.js';
+import { type HistoryFile, toHistoryFile } from '../common/events.js';
+import { validateId } from '../common/ids.js';
+import { toPayloads } from '../common/payload.js';
+import type { RuntimeContext } from '../runtime/context.js';
+import { waitForWake } from '../runtime/notifier.js';
+import { queryWorkflow } from '../runtime/queries.js';
+import {
+  type WorkflowDescription,
+  describeWorkflow,
+  readHistory,
+  requestCancel,
+  requireRun,
+  signalWorkflow,
+  terminateWorkflow,
+} from '../runtime/workflow-ops.js';
+
+/** A signal or query given by its definition (from `defineSignal`/`defineQuery`) or by name. */
+export type SignalRef<Args extends unknown[] = unknown[]> = string | { readonly name: string; readonly __args?: Args };
+export type QueryRef<Ret = unknown, Args extends unknown[] = unknown[]> =
+  | string
+  | { readonly name: string; readonly __ret?: Ret; readonly __args?: Args };
+
+function nameOf(ref: string | { readonly name: string }, field: string): string {
+  return validateId(typeof ref === 'string' ? ref : ref?.name, field);
+}
+
+/** Longest pause between two reads while waiting for a result written by another process (ms). */
+const RESULT_POLL_MAX_MS = 200;
+
+/**
+ * A handle on a workflow: by id (the latest run) or by id and run id. Every call reads the store;
+ * a handle holds no state beyond its ids.
+ */
+export class WorkflowHandle<Ret = unknown> {
+  constructor(
+    private readonly ctx: RuntimeContext,
+    private readonly namespace: string,
+    readonly workflowId: string,
+    readonly runId: string | undefined,
+  ) {}
+
+  /** Records a signal; it is persisted before this returns and delivered exactly once, in order. */
+  async signal<Args extends unknown[]>(def: SignalRef<Args>, ...args: Args): Promise<void> {
+    const name = nameOf(def, 'signal');
+    const payloads = toPayloads(args, 'signal args');
+    await signalWorkflow(this.ctx, this.namespace, this.workflowId, this.runId, name, payloads, randomUUID());
+  }
+
+  /**
+   * Asks the workflow a question; sees every signal whose call returned before (read-your-writes) and
+   * leaves no trace in history. Fails with QueryTimeoutError if no worker answers in time (default 10s).
+   */
+  async query<R = unknown, Args extends unknown[] = unknown[]>(def: QueryRef<R, Args>, ...args: Args): Promise<R> {
+    const name = nameOf(def, 'query');
+    const payloads = toPayloads(args, 'query args');
+    return (await queryWorkflow(this.ctx, this.namespace, this.workflowId, this.runId, name, payloads, 10_000)) as R;
+  }
+
+  /** Like `query`, with an explicit timeout. */
+  async queryWithTimeout<R = unknown>(def: QueryRef<R>, timeout: number | string, ...args: unknown[]): Promise<R> {
+    const name = nameOf(def, 'query');
+    const ms = parseDuration(timeout, 'timeout');
+    const payloads = toPayloads(args, 'query args');
+    return (await queryWorkflow(this.ctx, this.namespace, this.workflowId, this.runId, name, payloads, ms)) as R;
+  }
+
+  /**
+   * Waits for the run to close and returns its result; throws WorkflowFailedError (with the cause chain)
+   * if it failed, was cancelled, terminated or timed out.
+   */
+  async result(): Promise<Ret> {
+    let pollMs = 5;
+    for (;;) {
+      const { run, closing } = await this.ctx.store.read(async (tx) => {
+        const run = await requireRun(tx, this.namespace, this.workflowId, this.runId);
+        if (run.status === 'running') return { run, closing: undefined };
+        const [closing] = await tx.readEvents(run.runId, run.nextEventId - 1, 1);
+        return { run, closing };
+      });
+      if (closing) {
+        switch (closing.type) {
+          case 'WorkflowCompleted':
+            return closing.attributes.result as Ret;
+          case 'WorkflowFailed':
+            throw new WorkflowFailedError(
+              `workflow ${run.workflowId} failed: ${closing.attributes.failure.message}`,
+              fromFailureInfo(closing.attributes.failure),
+              'failed',
+            );
+          case 'WorkflowCanceled':
+            throw new WorkflowFailedError(`workflow ${run.workflowId} was cancelled`, new CancelledFailure(), 'canceled');
+          case 'WorkflowTerminated':
+            throw new WorkflowFailedError(
+              `workflow ${run.workflowId} was terminated${closing.attributes.reason ? `: ${closing.attributes.reason}` : ''}`,
+              new TerminatedFailure(closing.attributes.reason ?? 'terminated'),
+              'terminated',
+            );
+          case 'WorkflowTimedOut':
+            throw new WorkflowFailedError(
+              `workflow ${run.workflowId} timed out (${closing.attributes.timeoutType})`,
+              new TimeoutFailure(`${closing.attributes.timeoutType} timeout`, 'scheduleToClose'),
+              'timedOut',
+            );
+          default:
+            throw new Error(`run ${run.runId} is ${run.status} but its last event is ${closing.type}`);
+        }
+      }
+      await waitForWake(this.ctx.notifier, [{ kind: 'runChanged', runId: run.runId }], pollMs);
+      pollMs = Math.min(pollMs * 2, RESULT_POLL_MAX_MS);
+    }
+  }
+
+  /** Status, pending activities (attempt, last heartbeat) and the current workflow-task failure, if any. */
+  describe(): Promise<WorkflowDescription> {
+    return describeWorkflow(this.ctx, this.namespace, this.workflowId, this.runId);
+  }
+
+  /** Requests cancellation; the workflow decides how to wind down. */
+  cancel(reason?: string): Promise<void> {
+    return requestCancel(this.ctx, this.namespace, this.workflowId, this.runId, reason);
+  }
+
+  /** Ends the run at once; no workflow code runs. */
+  terminate(reason?: string): Promise<void> {
+    return terminateWorkflow(this.ctx, this.namespace, this.workflowId, this.runId, reason);
+  }
+
+  /** The run's history in the versioned history format (replay input). */
+  async fetchHistory(): Promise<HistoryFile> {
+    const { run, events } = await readHistory(this.ctx, this.namespace, this.workflowId, this.runId);
+    return toHistoryFile(run.workflowId, run.runId, events);
+  }
+}

@@ -1,0 +1,148 @@
+import { type FailureInfo, StaleTokenError } from '../common/errors.js';
+import {
+  type AttemptOutcome,
+  planActivityCanceled,
+  planActivityCompleted,
+  planActivityFailed,
+  planActivityStart,
+  planHeartbeat,
+} from '../engine/activity-attempt.js';
+import type { ActivityOptionsMs } from '../common/events.js';
+import type { ActivityRecord, StoreTx } from '../store/store.js';
+import { type PendingWakes, type RuntimeContext, deliver, inTransaction } from './context.js';
+
+/** A claimed activity attempt. `token` fences every report about it. */
+export interface ActivityTask {
+  readonly namespace: string;
+  readonly workflowId: string;
+  readonly runId: string;
+  readonly workflowType?: string;
+  readonly scheduledEventId: number;
+  readonly activityId: string;
+  readonly activityType: string;
+  readonly taskQueue: string;
+  readonly input: unknown[];
+  readonly options: ActivityOptionsMs;
+  readonly attempt: number;
+  readonly token: number;
+  readonly scheduledTime: number;
+  readonly startedTime: number;
+  /** Details of the last heartbeat recorded by an earlier attempt of this scheduling. */
+  readonly heartbeatDetails: unknown;
+}
+
+export interface ActivityTaskRef {
+  readonly runId: string;
+  readonly scheduledEventId: number;
+  readonly token: number;
+}
+
+export async function claimActivityTasks(
+  ctx: RuntimeContext,
+  namespace: string,
+  taskQueue: string,
+  workerId: string,
+  limit: number,
+): Promise<ActivityTask[]> {
+  return inTransaction(ctx, async (tx) => {
+    const now = ctx.clock.now();
+    const found = await tx.findClaimableActivities(namespace, taskQueue, now, limit);
+    const tasks: ActivityTask[] = [];
+    for (const a of found) {
+      const patch = planActivityStart(a, now, workerId);
+      await tx.updateActivity(a.runId, a.scheduledEventId, patch);
+      tasks.push({
+        namespace: a.namespace,
+        workflowId: a.workflowId,
+        runId: a.runId,
+        scheduledEventId: a.scheduledEventId,
+        activityId: a.activityId,
+        activityType: a.activityType,
+        taskQueue: a.taskQueue,
+        input: a.input,
+        options: a.options,
+        attempt: a.attempt,
+        token: patch.token!,
+        scheduledTime: a.scheduledTime,
+        startedTime: now,
+        heartbeatDetails: a.heartbeatDetails,
+      });
+    }
+    return tasks;
+  });
+}
+
+async function requireCurrentAttempt(tx: StoreTx, ref: ActivityTaskRef): Promise<ActivityRecord> {
+  const a = await tx.getActivity(ref.runId, ref.scheduledEventId);
+  if (!a || a.phase !== 'started' || a.token !== ref.token) {
+    throw new StaleTokenError(
+      `activity attempt (run ${ref.runId}, scheduled event ${ref.scheduledEventId}, token ${ref.token}) is no longer current; its report was rejected`,
+    );
+  }
+  return a;
+}
+
+async function applyOutcome(
+  tx: StoreTx,
+  wakes: PendingWakes,
+  a: ActivityRecord,
+  outcome: AttemptOutcome,
+  now: number,
+): Promise<void> {
+  if (outcome.kind === 'retry') {
+    await tx.updateActivity(a.runId, a.scheduledEventId, outcome.patch);
+    wakes.add({ kind: 'activityTask', namespace: a.namespace, taskQueue: a.taskQueue });
+    return;
+  }
+  await tx.deleteActivity(a.runId, a.scheduledEventId);
+  const run = await tx.getRun(a.runId);
+  if (run && run.status === 'running') await deliver(tx, wakes, run, outcome.events, now);
+}
+
+/** Records the result of the current attempt; rejected (StaleTokenError) if the attempt is stale. */
+export async function completeActivity(ctx: RuntimeContext, ref: ActivityTaskRef, result: unknown): Promise<void> {
+  await inTransaction(ctx, async (tx, wakes) => {
+    const a = await requireCurrentAttempt(tx, ref);
+    const now = ctx.clock.now();
+    await applyOutcome(tx, wakes, a, planActivityCompleted(a, result, now), now);
+  });
+}
+
+/** Fails the current attempt: retried per the retry policy, or the scheduling fails. */
+export async function failActivity(
+  ctx: RuntimeContext,
+  ref: ActivityTaskRef,
+  failure: FailureInfo,
+  heartbeatDetails?: unknown,
+): Promise<void> {
+  await inTransaction(ctx, async (tx, wakes) => {
+    const a = await requireCurrentAttempt(tx, ref);
+    const now = ctx.clock.now();
+    const details = heartbeatDetails === undefined ? a.heartbeatDetails : heartbeatDetails;
+    await applyOutcome(tx, wakes, a, planActivityFailed(a, failure, now, details), now);
+  });
+}
+
+/** The attempt honoured a cancellation request. */
+export async function reportActivityCanceled(ctx: RuntimeContext, ref: ActivityTaskRef, details?: unknown): Promise<void> {
+  await inTransaction(ctx, async (tx, wakes) => {
+    const a = await requireCurrentAttempt(tx, ref);
+    const now = ctx.clock.now();
+    await applyOutcome(tx, wakes, a, planActivityCanceled(a, details, now), now);
+  });
+}
+
+/** Records a heartbeat; tells the activity whether cancellation was requested. */
+export async function heartbeatActivity(
+  ctx: RuntimeContext,
+  ref: ActivityTaskRef,
+  details: unknown,
+): Promise<{ cancelRequested: boolean }> {
+  return inTransaction(ctx, async (tx) => {
+    const a = await requireCurrentAttempt(tx, ref);
+    await tx.updateActivity(a.runId, a.scheduledEventId, planHeartbeat(a, details, ctx.clock.now()));
+    return { cancelRequested: a.cancelRequested };
+  });
+}
+
+export { applyOutcome as applyActivityOutcome };

@@ -1,0 +1,88 @@
+import { randomUUID } from 'node:crypto';
+import type { Clock } from '../common/clock.js';
+import type { NewEvent } from '../common/events.js';
+import type { Logger } from '../common/logger.js';
+import { linkStartedEventIds } from '../engine/activity-attempt.js';
+import type { WorkflowTaskRetry } from '../engine/retry-policy.js';
+import { planDelivery } from '../engine/workflow-task.js';
+import type { RunPatch, RunRecord, Store, StoreTx } from '../store/store.js';
+import type { Notifier, WakeChannel } from './notifier.js';
+
+/** Everything the runtime's operations share; compiled once, passed explicitly. */
+export interface RuntimeContext {
+  readonly store: Store;
+  readonly clock: Clock;
+  readonly notifier: Notifier;
+  readonly logger: Logger;
+  readonly workflowTaskRetry: WorkflowTaskRetry;
+  readonly newId: () => string;
+}
+
+export const defaultNewId = (): string => randomUUID();
+
+/**
+ * Collects the wake-ups a transaction produces; they are sent only after it commits (a wake-up for work
+ * that was rolled back would send a poller looking for nothing, harmless but wasteful).
+ */
+export class PendingWakes {
+  readonly #wakes: WakeChannel[] = [];
+  add(c: WakeChannel): void {
+    this.#wakes.push(c);
+  }
+  send(notifier: Notifier): void {
+    for (const c of this.#wakes) notifier.notify(c);
+  }
+}
+
+/** Runs `fn` in a store transaction and sends its wake-ups after commit. */
+export async function inTransaction<T>(
+  ctx: RuntimeContext,
+  fn: (tx: StoreTx, wakes: PendingWakes) => Promise<T>,
+): Promise<T> {
+  let wakes = new PendingWakes();
+  const result = await ctx.store.transaction(async (tx) => {
+    wakes = new PendingWakes(); // a retried transaction starts with no wake-ups
+    return fn(tx, wakes);
+  });
+  wakes.send(ctx.notifier);
+  return result;
+}
+
+/** Appends events at `firstEventId`, linking activity results to their ActivityStarted. */
+export async function appendEvents(
+  tx: StoreTx,
+  runId: string,
+  firstEventId: number,
+  events: readonly NewEvent[],
+): Promise<void> {
+  if (events.length === 0) return;
+  await tx.appendEvents(runId, firstEventId, linkStartedEventIds(events, firstEventId));
+}
+
+/**
+ * Delivers events from outside the workflow task to a running run: buffered while a task is in flight,
+ * else appended with a new workflow task scheduled if none is. Returns the run as updated.
+ */
+export async function deliver(
+  tx: StoreTx,
+  wakes: PendingWakes,
+  run: RunRecord,
+  incoming: readonly NewEvent[],
+  now: number,
+): Promise<RunRecord> {
+  const plan = planDelivery(run, incoming, now);
+  for (const e of plan.buffer) await tx.addBuffered(run.runId, e);
+  await appendEvents(tx, run.runId, run.nextEventId, plan.events);
+  const updated = await patchRun(tx, run, plan.patch);
+  if (updated.wftPhase === 'scheduled' && run.wftPhase !== 'scheduled') {
+    wakes.add({ kind: 'workflowTask', namespace: run.namespace, taskQueue: run.taskQueue });
+  }
+  wakes.add({ kind: 'runChanged', runId: run.runId });
+  return updated;
+}
+
+export async function patchRun(tx: StoreTx, run: RunRecord, patch: RunPatch): Promise<RunRecord> {
+  if (Object.keys(patch).length === 0) return run;
+  await tx.updateRun(run.runId, patch);
+  return { ...run, ...patch };
+}

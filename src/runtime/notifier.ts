@@ -1,0 +1,98 @@
+/**
+ * In-process wake-ups: when the producer of work (a client starting a workflow, a completed activity)
+ * and its consumer (a worker's poller, the sweeper, a client waiting for a result) share a process, the
+ * producer's commit wakes the consumer at once. Across processes, consumers fall back to polling at a
+ * bounded interval; correctness never depends on a notification arriving.
+ */
+export type WakeChannel =
+  | { readonly kind: 'workflowTask'; readonly namespace: string; readonly taskQueue: string }
+  | { readonly kind: 'activityTask'; readonly namespace: string; readonly taskQueue: string }
+  | { readonly kind: 'query'; readonly namespace: string; readonly taskQueue: string }
+  | { readonly kind: 'queryAnswered'; readonly queryId: string }
+  | { readonly kind: 'runChanged'; readonly runId: string }
+  | { readonly kind: 'activityCancel'; readonly runId: string; readonly scheduledEventId: number }
+  | { readonly kind: 'timer'; readonly fireAt: number };
+
+type Listener = (channel: WakeChannel) => void;
+
+function keyOf(c: WakeChannel): string {
+  switch (c.kind) {
+    case 'workflowTask':
+    case 'activityTask':
+    case 'query':
+      return `${c.kind}\u0000${c.namespace}\u0000${c.taskQueue}`;
+    case 'queryAnswered':
+      return `${c.kind}\u0000${c.queryId}`;
+    case 'runChanged':
+      return `${c.kind}\u0000${c.runId}`;
+    case 'activityCancel':
+      return `${c.kind}\u0000${c.runId}\u0000${c.scheduledEventId}`;
+    case 'timer':
+      return c.kind;
+  }
+}
+
+export class Notifier {
+  readonly #listeners = new Map<string, Set<Listener>>();
+  readonly #kindListeners = new Map<WakeChannel['kind'], Set<Listener>>();
+
+  /** Subscribes to every channel of one kind (e.g. all activity cancellations); returns the unsubscribe. */
+  onKind(kind: WakeChannel['kind'], listener: Listener): () => void {
+    let set = this.#kindListeners.get(kind);
+    if (!set) {
+      set = new Set();
+      this.#kindListeners.set(kind, set);
+    }
+    set.add(listener);
+    return () => set.delete(listener);
+  }
+
+  /** Subscribes to a channel (timer listeners ignore `fireAt` when subscribing); returns the unsubscribe. */
+  on(channel: WakeChannel, listener: Listener): () => void {
+    const key = keyOf(channel);
+    let set = this.#listeners.get(key);
+    if (!set) {
+      set = new Set();
+      this.#listeners.set(key, set);
+    }
+    set.add(listener);
+    return () => {
+      set.delete(listener);
+      if (set.size === 0) this.#listeners.delete(key);
+    };
+  }
+
+  /** Wakes listeners; call only after the transaction that produced the work committed. */
+  notify(channel: WakeChannel): void {
+    const kindSet = this.#kindListeners.get(channel.kind);
+    if (kindSet) for (const l of [...kindSet]) l(channel);
+    const set = this.#listeners.get(keyOf(channel));
+    if (!set) return;
+    for (const l of [...set]) l(channel);
+  }
+}
+
+/** Resolves after `ms`, as soon as one of `channels` is notified, or when `signal` aborts. */
+export function waitForWake(
+  notifier: Notifier,
+  channels: readonly WakeChannel[],
+  ms: number,
+  signal?: AbortSignal,
+): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) {
+      resolve();
+      return;
+    }
+    const offs: (() => void)[] = [];
+    const done = (): void => {
+      clearTimeout(timer);
+      for (const off of offs) off();
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, Math.max(0, ms));
+    for (const c of channels) offs.push(notifier.on(c, done));
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}

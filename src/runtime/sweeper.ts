@@ -1,0 +1,157 @@
+import type { FailureInfo } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { planActivityTimedOut } from '../engine/activity-attempt.js';
+import { activityDeadline, expiredActivityTimeout } from '../engine/activity-timeouts.js';
+import { applyActivityOutcome } from './activity-tasks.js';
+import { type RuntimeContext, deliver, inTransaction } from './context.js';
+import { waitForWake } from './notifier.js';
+import { applyFailure } from './workflow-tasks.js';
+import { closeRun } from './workflow-ops.js';
+
+/** Rows handled per sweep transaction; a backlog is worked off in batches of this size. */
+const BATCH = 100;
+
+/**
+ * One sweep: fires due timers, times out expired workflow-task leases and activity deadlines, in
+ * batches. Any node may sweep; each row is handled inside a transaction that re-reads it, so two nodes
+ * sweeping at once never fire a timer twice. Returns how many rows it handled.
+ */
+export async function sweepOnce(ctx: RuntimeContext, sweeperId: string): Promise<number> {
+  let handled = 0;
+  for (;;) {
+    const n = await sweepTimers(ctx);
+    handled += n;
+    if (n < BATCH) break;
+  }
+  for (;;) {
+    const n = await sweepWorkflowTaskLeases(ctx, sweeperId);
+    handled += n;
+    if (n < BATCH) break;
+  }
+  for (;;) {
+    const n = await sweepActivityDeadlines(ctx);
+    handled += n;
+    if (n < BATCH) break;
+  }
+  return handled;
+}
+
+async function sweepTimers(ctx: RuntimeContext): Promise<number> {
+  return inTransaction(ctx, async (tx, wakes) => {
+    const now = ctx.clock.now();
+    const due = await tx.findDueTimers(now, BATCH);
+    for (const t of due) {
+      await tx.deleteTimer(t.runId, t.timerKey);
+      const run = await tx.getRun(t.runId);
+      if (!run || run.status !== 'running') continue;
+      if (t.kind === 'user') {
+        await deliver(
+          tx,
+          wakes,
+          run,
+          [{ type: 'TimerFired', time: now, attributes: { timerId: t.timerKey, startedEventId: t.startedEventId } }],
+          now,
+        );
+      } else {
+        const timeoutType = t.kind === 'workflowExecutionTimeout' ? 'workflowExecution' : 'workflowRun';
+        await closeRun(tx, wakes, run, 'timedOut', { type: 'WorkflowTimedOut', time: now, attributes: { timeoutType } }, now);
+      }
+    }
+    return due.length;
+  });
+}
+
+async function sweepWorkflowTaskLeases(ctx: RuntimeContext, sweeperId: string): Promise<number> {
+  return inTransaction(ctx, async (tx, wakes) => {
+    const expired = await tx.findExpiredWorkflowTasks(ctx.clock.now(), BATCH);
+    for (const run of expired) {
+      const failure: FailureInfo = {
+        kind: 'timeout',
+        type: 'WorkflowTaskTimedOut',
+        message: `workflow task timed out after ${run.workflowTaskTimeoutMs} ms (worker ${run.wftLeaseOwner ?? 'unknown'} did not report)`,
+        timeoutType: 'startToClose',
+      };
+      await applyFailure(ctx, tx, wakes, run, 'TimedOut', failure, sweeperId);
+      wakes.add({ kind: 'workflowTask', namespace: run.namespace, taskQueue: run.taskQueue });
+    }
+    return expired.length;
+  });
+}
+
+async function sweepActivityDeadlines(ctx: RuntimeContext): Promise<number> {
+  return inTransaction(ctx, async (tx, wakes) => {
+    const now = ctx.clock.now();
+    const due = await tx.findDueActivities(now, BATCH);
+    for (const a of due) {
+      const timeoutType = expiredActivityTimeout(a, now);
+      if (timeoutType === null) {
+        // The stored deadline was conservative (e.g. a heartbeat raced it): store the true one.
+        await tx.updateActivity(a.runId, a.scheduledEventId, { deadline: activityDeadline(a) });
+        continue;
+      }
+      if (a.phase === 'started') wakes.add({ kind: 'activityCancel', runId: a.runId, scheduledEventId: a.scheduledEventId });
+      await applyActivityOutcome(tx, wakes, a, planActivityTimedOut(a, timeoutType, now), now);
+    }
+    return due.length;
+  });
+}
+
+/**
+ * Sweeps until stopped: right after any due time it knows of (timers written in this process wake it
+ * at once), and at least every `pollIntervalMs` to see work written by other processes.
+ */
+export class Sweeper {
+  #stopped = false;
+  #loop: Promise<void> | null = null;
+
+  constructor(
+    private readonly ctx: RuntimeContext,
+    private readonly sweeperId: string,
+    private readonly pollIntervalMs: number,
+    private readonly logger: Logger,
+  ) {}
+
+  start(): void {
+    if (this.#loop) return;
+    this.#stopped = false;
+    this.#loop = this.#run();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#wake?.();
+    await this.#loop;
+    this.#loop = null;
+  }
+
+  #wake: (() => void) | null = null;
+
+  async #run(): Promise<void> {
+    const off = this.ctx.notifier.on({ kind: 'timer', fireAt: 0 }, (c) => {
+      if (c.kind === 'timer' && c.fireAt < this.#nextAt) this.#wake?.();
+    });
+    try {
+      while (!this.#stopped) {
+        try {
+          await sweepOnce(this.ctx, this.sweeperId);
+          const next = await this.ctx.store.read((tx) => tx.nextWakeTime());
+          const now = this.ctx.clock.now();
+          this.#nextAt = next === null ? now + this.pollIntervalMs : Math.min(next, now + this.pollIntervalMs);
+        } catch (err) {
+          if (this.#stopped) break;
+          this.logger.warn('sweep failed; retrying', { error: String(err) });
+          this.#nextAt = this.ctx.clock.now() + this.pollIntervalMs;
+        }
+        if (this.#stopped) break;
+        const wake = new AbortController();
+        this.#wake = () => wake.abort();
+        await waitForWake(this.ctx.notifier, [], this.#nextAt - this.ctx.clock.now(), wake.signal);
+        this.#wake = null;
+      }
+    } finally {
+      off();
+    }
+  }
+
+  #nextAt = 0;
+}

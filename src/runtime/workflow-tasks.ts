@@ -1,0 +1,203 @@
+import type { WorkflowCommand } from '../common/commands.js';
+import { type FailureInfo, StaleTokenError } from '../common/errors.js';
+import type { HistoryEvent, WorkflowTaskFailedCause } from '../common/events.js';
+import { planClaim, planCompletion, planFailure } from '../engine/workflow-task.js';
+import type { RunRecord, StoreTx } from '../store/store.js';
+import { type PendingWakes, type RuntimeContext, appendEvents, inTransaction, patchRun } from './context.js';
+
+/** A claimed workflow task: what a worker needs to run it, plus its fencing token. */
+export interface WorkflowTask {
+  readonly namespace: string;
+  readonly workflowId: string;
+  readonly runId: string;
+  readonly workflowType: string;
+  readonly taskQueue: string;
+  readonly token: number;
+  readonly attempt: number;
+  /** Workflow time of this task. */
+  readonly startedTime: number;
+  readonly runStartTime: number;
+  /** Event id of the last WorkflowTaskCompleted: a cached run that committed it may skip replay. */
+  readonly lastCompletedTaskEventId: number;
+  /** History length when claimed (the task's events are all below this). */
+  readonly historyLength: number;
+  readonly memo: Record<string, unknown> | null;
+  readonly searchAttributes: Record<string, unknown> | null;
+}
+
+/** Claims up to `limit` visible workflow tasks of a queue, each with a lease and a new token. */
+export async function claimWorkflowTasks(
+  ctx: RuntimeContext,
+  namespace: string,
+  taskQueue: string,
+  workerId: string,
+  limit: number,
+): Promise<WorkflowTask[]> {
+  return inTransaction(ctx, async (tx) => {
+    const now = ctx.clock.now();
+    const runs = await tx.findClaimableWorkflowTasks(namespace, taskQueue, now, limit);
+    const tasks: WorkflowTask[] = [];
+    for (const run of runs) {
+      const plan = planClaim(run, now, workerId);
+      await appendEvents(tx, run.runId, run.nextEventId, plan.events);
+      await tx.updateRun(run.runId, plan.patch);
+      tasks.push({
+        namespace: run.namespace,
+        workflowId: run.workflowId,
+        runId: run.runId,
+        workflowType: run.workflowType,
+        taskQueue: run.taskQueue,
+        token: plan.patch.wftToken,
+        attempt: run.wftAttempt,
+        startedTime: plan.patch.wftStartedTime,
+        runStartTime: run.startTime,
+        lastCompletedTaskEventId: run.lastCompletedTaskEventId,
+        historyLength: run.nextEventId - 1 + plan.events.length,
+        memo: run.memo,
+        searchAttributes: run.searchAttributes,
+      });
+    }
+    return tasks;
+  });
+}
+
+/** Events of a run from `fromEventId` on; what a worker replays. */
+export async function readEvents(ctx: RuntimeContext, runId: string, fromEventId: number): Promise<HistoryEvent[]> {
+  return ctx.store.read((tx) => tx.readEvents(runId, fromEventId));
+}
+
+async function requireCurrentTask(tx: StoreTx, runId: string, token: number): Promise<RunRecord> {
+  const run = await tx.getRun(runId);
+  if (!run || run.status !== 'running' || run.wftPhase !== 'started' || run.wftToken !== token) {
+    throw new StaleTokenError(
+      `workflow task of run ${runId} with token ${token} is no longer current${run ? ` (run ${run.status}, task ${run.wftPhase}, token ${run.wftToken})` : ''}; its result was discarded`,
+    );
+  }
+  return run;
+}
+
+export interface CompletionResult {
+  readonly outcome: 'committed' | 'discarded';
+  /** Id of the WorkflowTaskCompleted event (0 when discarded). */
+  readonly completedEventId: number;
+}
+
+/**
+ * Commits a workflow task's commands, fenced by its token: the commands become events and pending
+ * state, buffered events are appended, and the next task is scheduled if anything is waiting. A task
+ * that would close the run while signals wait is discarded instead (DESIGN section 4).
+ */
+export async function completeWorkflowTask(
+  ctx: RuntimeContext,
+  runId: string,
+  token: number,
+  commands: readonly WorkflowCommand[],
+  bundleHash: string,
+  workerId: string,
+): Promise<CompletionResult> {
+  return inTransaction(ctx, async (tx, wakes) => {
+    const run = await requireCurrentTask(tx, runId, token);
+    const now = ctx.clock.now();
+    const buffered = await tx.listBuffered(runId);
+    const activities = await tx.listActivities(runId);
+    const timers = await tx.listTimers(runId);
+    const pending = new Map(activities.map((a) => [a.activityId, a]));
+    const closedActivityEventIds = await scheduledEventIdsOfClosed(tx, run, commands, pending);
+    const plan = planCompletion({
+      run,
+      commands,
+      buffered,
+      activities: pending,
+      closedActivityEventIds,
+      timers: new Map(timers.map((t) => [t.timerKey, t])),
+      now,
+      workerId,
+      bundleHash,
+    });
+    await appendEvents(tx, runId, run.nextEventId, plan.events);
+    await tx.updateRun(runId, plan.patch);
+    if (plan.bufferedUpTo > 0) await tx.deleteBuffered(runId, plan.bufferedUpTo);
+    if (plan.closed) {
+      await tx.deleteRunState(runId);
+      for (const a of activities) {
+        if (a.phase === 'started') wakes.add({ kind: 'activityCancel', runId, scheduledEventId: a.scheduledEventId });
+      }
+    } else {
+      for (const a of plan.insertActivities) {
+        await tx.insertActivity(a);
+        wakes.add({ kind: 'activityTask', namespace: a.namespace, taskQueue: a.taskQueue });
+      }
+      for (const id of plan.deleteActivities) await tx.deleteActivity(runId, id);
+      for (const id of plan.cancelActivities) {
+        await tx.updateActivity(runId, id, { cancelRequested: true });
+        wakes.add({ kind: 'activityCancel', runId, scheduledEventId: id });
+      }
+      for (const t of plan.insertTimers) {
+        await tx.insertTimer(t);
+        wakes.add({ kind: 'timer', fireAt: t.fireAt });
+      }
+      for (const key of plan.deleteTimers) await tx.deleteTimer(runId, key);
+    }
+    if (plan.patch.wftPhase === 'scheduled') {
+      wakes.add({ kind: 'workflowTask', namespace: run.namespace, taskQueue: run.taskQueue });
+    }
+    wakes.add({ kind: 'runChanged', runId });
+    return { outcome: plan.outcome, completedEventId: plan.completedEventId };
+  });
+}
+
+/** Cancelling an activity whose result is already in: its scheduled event id comes from history. */
+async function scheduledEventIdsOfClosed(
+  tx: StoreTx,
+  run: RunRecord,
+  commands: readonly WorkflowCommand[],
+  pending: ReadonlyMap<string, unknown>,
+): Promise<Map<string, number>> {
+  const wanted = commands
+    .filter((c) => c.type === 'requestCancelActivity' && !pending.has(String(c.seq)))
+    .map((c) => String((c as { seq: number }).seq));
+  const found = new Map<string, number>();
+  if (wanted.length === 0) return found;
+  for (const e of await tx.readEvents(run.runId, 1)) {
+    if (e.type === 'ActivityScheduled' && wanted.includes(e.attributes.activityId)) {
+      found.set(e.attributes.activityId, e.eventId);
+    }
+  }
+  return found;
+}
+
+/**
+ * Fails a workflow task, fenced by its token: the workflow does not close; the task is retried with
+ * backoff, and only its first failure is recorded in history.
+ */
+export async function failWorkflowTask(
+  ctx: RuntimeContext,
+  runId: string,
+  token: number,
+  cause: WorkflowTaskFailedCause,
+  failure: FailureInfo,
+  workerId: string,
+): Promise<void> {
+  await inTransaction(ctx, async (tx, wakes) => {
+    const run = await requireCurrentTask(tx, runId, token);
+    await applyFailure(ctx, tx, wakes, run, cause, failure, workerId);
+  });
+}
+
+/** Shared by task failures and lease expiry (a worker died or stalled mid-task). */
+export async function applyFailure(
+  ctx: RuntimeContext,
+  tx: StoreTx,
+  wakes: PendingWakes,
+  run: RunRecord,
+  cause: WorkflowTaskFailedCause | 'TimedOut',
+  failure: FailureInfo,
+  workerId: string,
+): Promise<void> {
+  const buffered = await tx.listBuffered(run.runId);
+  const plan = planFailure({ run, cause, failure, buffered, now: ctx.clock.now(), workerId, retry: ctx.workflowTaskRetry });
+  await appendEvents(tx, run.runId, run.nextEventId, plan.events);
+  await patchRun(tx, run, plan.patch);
+  if (plan.bufferedUpTo > 0) await tx.deleteBuffered(run.runId, plan.bufferedUpTo);
+  wakes.add({ kind: 'runChanged', runId: run.runId });
+}

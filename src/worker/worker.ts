@@ -1,0 +1,243 @@
+import { hostname } from 'node:os';
+import { randomUUID } from 'node:crypto';
+import type { HistoryEvent, HistoryFile } from '../common/events.js';
+import { childLogger } from '../common/logger.js';
+import type { Logger } from '../common/logger.js';
+import { completeActivity, failActivity, heartbeatActivity, reportActivityCanceled, claimActivityTasks } from '../runtime/activity-tasks.js';
+import type { RuntimeContext } from '../runtime/context.js';
+import { type WakeChannel, waitForWake } from '../runtime/notifier.js';
+import { claimQueries } from '../runtime/queries.js';
+import { Runtime } from '../runtime/runtime.js';
+import { Sweeper } from '../runtime/sweeper.js';
+import { claimWorkflowTasks } from '../runtime/workflow-tasks.js';
+import { ActivityExecutor } from './activity-executor.js';
+import { type WorkflowBundle, bundleWorkflows } from './bundler.js';
+import { WorkflowSandbox } from './sandbox.js';
+import { type CompiledWorkerOptions, type WorkerOptions, compileWorkerOptions } from './worker-options.js';
+import { WorkflowTaskRunner } from './workflow-task-runner.js';
+import { replayHistory } from './replay.js';
+
+export type WorkerState = 'created' | 'running' | 'stopping' | 'stopped';
+
+/**
+ * A worker polls one task queue of one namespace for workflow tasks, activity tasks and queries, and
+ * sweeps the store's timers and expired leases (every node does; sweeps are safe to run concurrently).
+ *
+ * Lifecycle: `create()` validates options, opens (creating and migrating) the store and bundles the
+ * workflows; `run()` polls until `shutdown()`, which stops polling at once, lets running activities
+ * finish within the grace time (then aborts them: their attempts are retried elsewhere), waits for
+ * in-flight workflow tasks, and releases the store.
+ */
+export class Worker {
+  #state: WorkerState = 'created';
+  #running: Promise<void> | null = null;
+  readonly #abort = new AbortController();
+  readonly #executor: ActivityExecutor;
+  readonly #workflows: WorkflowTaskRunner;
+  readonly #sweeper: Sweeper;
+  readonly #ctx: RuntimeContext;
+  readonly #log: Logger;
+  readonly #inFlightWorkflowTasks = new Set<Promise<void>>();
+  readonly #inFlightQueries = new Set<Promise<void>>();
+  #unsubscribeCancels: (() => void) | null = null;
+
+  private constructor(
+    readonly options: CompiledWorkerOptions,
+    private readonly runtime: Runtime,
+    readonly bundle: WorkflowBundle | null,
+    sandbox: WorkflowSandbox | null,
+  ) {
+    this.#ctx = { ...runtime.ctx, clock: options.clock, workflowTaskRetry: options.workflowTaskRetry };
+    this.#log = childLogger(options.logger, { workerId: options.identity, taskQueue: options.taskQueue });
+    const ctx = this.#ctx;
+    this.#executor = new ActivityExecutor(
+      options.activities,
+      {
+        complete: (ref, result) => completeActivity(ctx, ref, result),
+        fail: (ref, failure, details) => failActivity(ctx, ref, failure, details),
+        canceled: (ref, details) => reportActivityCanceled(ctx, ref, details),
+        heartbeat: (ref, details) => heartbeatActivity(ctx, ref, details),
+      },
+      options.clock,
+      this.#log,
+      options.maxConcurrentActivityTaskExecutions,
+    );
+    this.#workflows = new WorkflowTaskRunner(ctx, sandbox, bundle, options.identity, this.#log, {
+      maxEntries: options.maxCachedWorkflows,
+      heapWatermark: options.cacheHeapWatermark,
+    });
+    this.#sweeper = new Sweeper(ctx, options.identity, options.sweepIntervalMs, this.#log);
+  }
+
+  static async create(options: WorkerOptions): Promise<Worker> {
+    const compiled = compileWorkerOptions(options, `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`);
+    let bundle: WorkflowBundle | null = null;
+    let sandbox: WorkflowSandbox | null = null;
+    if (compiled.workflowsPath) {
+      bundle = await bundleWorkflows(compiled.workflowsPath);
+      sandbox = WorkflowSandbox.create(bundle, { deadlockTimeoutMs: compiled.deadlockTimeoutMs });
+    }
+    const runtime = await Runtime.acquire(compiled.connection, {
+      mode: 'node',
+      logger: compiled.logger,
+      clock: compiled.clock,
+    });
+    compiled.logger.info('worker created', {
+      workerId: compiled.identity,
+      store: runtime.ctx.store.description,
+      taskQueue: compiled.taskQueue,
+      workflowTypes: sandbox?.workflowTypes(),
+      activityTypes: Object.keys(compiled.activities),
+    });
+    return new Worker(compiled, runtime, bundle, sandbox);
+  }
+
+  get state(): WorkerState {
+    return this.#state;
+  }
+
+  /** Polls until `shutdown()`; resolves once the worker has fully stopped. */
+  run(): Promise<void> {
+    if (this.#running) return this.#running;
+    if (this.#state !== 'created') throw new Error(`worker is ${this.#state}; create a new one`);
+    this.#state = 'running';
+    this.#unsubscribeCancels = this.#subscribeActivityCancels();
+    this.#sweeper.start();
+    const loops: Promise<void>[] = [waitForAbort(this.#abort.signal)];
+    if (this.bundle) loops.push(this.#workflowLoop(), this.#queryLoop());
+    if (Object.keys(this.options.activities).length > 0) loops.push(this.#activityLoop());
+    this.#running = Promise.all(loops).then(() => this.#finish());
+    return this.#running;
+  }
+
+  /** Stops polling, drains in-flight work within the grace time, and releases the store. */
+  async shutdown(): Promise<void> {
+    if (this.#state === 'created') {
+      this.#state = 'stopped';
+      await this.runtime.release();
+      return;
+    }
+    if (this.#state === 'running') {
+      this.#state = 'stopping';
+      this.#abort.abort();
+    }
+    await this.#running;
+  }
+
+  async #finish(): Promise<void> {
+    await this.#executor.drain(this.options.shutdownGraceMs);
+    await Promise.allSettled([...this.#inFlightWorkflowTasks, ...this.#inFlightQueries]);
+    await this.#sweeper.stop();
+    this.#unsubscribeCancels?.();
+    this.#workflows.cache.clear();
+    await this.runtime.release();
+    this.#state = 'stopped';
+    this.#log.info('worker stopped');
+  }
+
+  #subscribeActivityCancels(): () => void {
+    // Cancellation requests written in this process reach running attempts at once; other processes'
+    // requests arrive with the next heartbeat.
+    return this.#ctx.notifier.onKind('activityCancel', (c) => {
+      if (c.kind === 'activityCancel') this.#executor.cancel(c.runId, c.scheduledEventId);
+    });
+  }
+
+  async #pollLoop(
+    channel: WakeChannel,
+    free: () => number,
+    claim: (limit: number) => Promise<number>,
+    what: string,
+  ): Promise<void> {
+    const signal = this.#abort.signal;
+    let backoffMs = 0;
+    while (!signal.aborted) {
+      const limit = free();
+      let claimed = 0;
+      if (limit > 0) {
+        try {
+          claimed = await claim(limit);
+          backoffMs = 0;
+        } catch (err) {
+          backoffMs = Math.min(Math.max(backoffMs * 2, 50), 5000);
+          this.#log.warn(`${what} poll failed; retrying`, { error: String(err), retryInMs: backoffMs });
+        }
+      }
+      if (signal.aborted) break;
+      if (claimed > 0 && claimed === limit) continue;
+      await waitForWake(this.#ctx.notifier, [channel], backoffMs || this.options.pollIntervalMs, signal);
+    }
+  }
+
+  #workflowLoop(): Promise<void> {
+    const o = this.options;
+    return this.#pollLoop(
+      { kind: 'workflowTask', namespace: o.namespace, taskQueue: o.taskQueue },
+      () => o.maxConcurrentWorkflowTaskExecutions - this.#inFlightWorkflowTasks.size,
+      async (limit) => {
+        const tasks = await claimWorkflowTasks(this.#ctx, o.namespace, o.taskQueue, o.identity, limit);
+        for (const task of tasks) {
+          const p = this.#workflows
+            .runTask(task)
+            .catch((err) => this.#log.error('workflow task could not be reported', { runId: task.runId, error: String(err) }))
+            .finally(() => this.#inFlightWorkflowTasks.delete(p));
+          this.#inFlightWorkflowTasks.add(p);
+        }
+        return tasks.length;
+      },
+      'workflow task',
+    );
+  }
+
+  #queryLoop(): Promise<void> {
+    const o = this.options;
+    return this.#pollLoop(
+      { kind: 'query', namespace: o.namespace, taskQueue: o.taskQueue },
+      () => 16 - this.#inFlightQueries.size,
+      async (limit) => {
+        const queries = await claimQueries(this.#ctx, o.namespace, o.taskQueue, limit);
+        for (const q of queries) {
+          const p = this.#workflows
+            .answer(q)
+            .catch((err) => this.#log.error('query could not be answered', { error: String(err) }))
+            .finally(() => this.#inFlightQueries.delete(p));
+          this.#inFlightQueries.add(p);
+        }
+        return queries.length;
+      },
+      'query',
+    );
+  }
+
+  #activityLoop(): Promise<void> {
+    const o = this.options;
+    return this.#pollLoop(
+      { kind: 'activityTask', namespace: o.namespace, taskQueue: o.taskQueue },
+      () => this.#executor.available,
+      async (limit) => {
+        const tasks = await claimActivityTasks(this.#ctx, o.namespace, o.taskQueue, o.identity, limit);
+        for (const t of tasks) void this.#executor.execute(t);
+        return tasks.length;
+      },
+      'activity',
+    );
+  }
+
+  /**
+   * Replays a saved history against a workflows module: throws a NonDeterminismError naming the event
+   * and the command when the code no longer produces what the history recorded.
+   */
+  static async runReplayHistory(
+    options: { readonly workflowsPath: string },
+    history: HistoryFile | readonly HistoryEvent[],
+  ): Promise<void> {
+    await replayHistory(options.workflowsPath, history);
+  }
+}
+
+function waitForAbort(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) resolve();
+    else signal.addEventListener('abort', () => resolve(), { once: true });
+  });
+}
