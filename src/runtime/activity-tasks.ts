@@ -1,4 +1,5 @@
 import { type FailureInfo, StaleTokenError } from '../common/errors.js';
+import type { ActivityOptionsMs } from '../common/events.js';
 import {
   type AttemptOutcome,
   planActivityCanceled,
@@ -7,9 +8,8 @@ import {
   planActivityStart,
   planHeartbeat,
 } from '../engine/activity-attempt.js';
-import type { ActivityOptionsMs } from '../common/events.js';
 import type { ActivityRecord, StoreTx } from '../store/store.js';
-import { type PendingWakes, type RuntimeContext, deliver, inTransaction } from './context.js';
+import { deliver, inTransaction, type PendingWakes, type RuntimeContext } from './context.js';
 
 /** A claimed activity attempt. `token` fences every report about it. */
 export interface ActivityTask {
@@ -74,7 +74,7 @@ export async function claimActivityTasks(
 
 async function requireCurrentAttempt(tx: StoreTx, ref: ActivityTaskRef): Promise<ActivityRecord> {
   const a = await tx.getActivity(ref.runId, ref.scheduledEventId);
-  if (!a || a.phase !== 'started' || a.token !== ref.token) {
+  if (a?.phase !== 'started' || a.token !== ref.token) {
     throw new StaleTokenError(
       `activity attempt (run ${ref.runId}, scheduled event ${ref.scheduledEventId}, token ${ref.token}) is no longer current; its report was rejected`,
     );
@@ -100,7 +100,11 @@ async function applyOutcome(
 }
 
 /** Records the result of the current attempt; rejected (StaleTokenError) if the attempt is stale. */
-export async function completeActivity(ctx: RuntimeContext, ref: ActivityTaskRef, result: unknown): Promise<void> {
+export async function completeActivity(
+  ctx: RuntimeContext,
+  ref: ActivityTaskRef,
+  result: unknown,
+): Promise<void> {
   await inTransaction(ctx, async (tx, wakes) => {
     const a = await requireCurrentAttempt(tx, ref);
     const now = ctx.clock.now();
@@ -124,7 +128,11 @@ export async function failActivity(
 }
 
 /** The attempt honoured a cancellation request. */
-export async function reportActivityCanceled(ctx: RuntimeContext, ref: ActivityTaskRef, details?: unknown): Promise<void> {
+export async function reportActivityCanceled(
+  ctx: RuntimeContext,
+  ref: ActivityTaskRef,
+  details?: unknown,
+): Promise<void> {
   await inTransaction(ctx, async (tx, wakes) => {
     const a = await requireCurrentAttempt(tx, ref);
     const now = ctx.clock.now();

@@ -16,6 +16,12 @@ export interface RuntimeContext {
   readonly logger: Logger;
   readonly workflowTaskRetry: WorkflowTaskRetry;
   readonly newId: () => string;
+  /** Counters for benchmarks and metrics: store transactions and reads issued by this runtime. */
+  readonly stats: RuntimeStats;
+}
+
+export interface RuntimeStats {
+  transactions: number;
 }
 
 export const defaultNewId = (): string => randomUUID();
@@ -40,6 +46,7 @@ export async function inTransaction<T>(
   fn: (tx: StoreTx, wakes: PendingWakes) => Promise<T>,
 ): Promise<T> {
   let wakes = new PendingWakes();
+  ctx.stats.transactions++;
   const result = await ctx.store.transaction(async (tx) => {
     wakes = new PendingWakes(); // a retried transaction starts with no wake-ups
     return fn(tx, wakes);

@@ -1,12 +1,12 @@
 import {
   type FailureInfo,
+  fromFailureInfo,
   QueryFailedError,
   QueryNotRegisteredError,
   QueryTimeoutError,
-  fromFailureInfo,
 } from '../common/errors.js';
 import type { QueryRecord } from '../store/store.js';
-import { type RuntimeContext, inTransaction } from './context.js';
+import { inTransaction, type RuntimeContext } from './context.js';
 import { waitForWake } from './notifier.js';
 import { requireRun } from './workflow-ops.js';
 
@@ -92,7 +92,8 @@ export async function claimQueries(
   return inTransaction(ctx, async (tx) => {
     const now = ctx.clock.now();
     const found = await tx.findClaimableQueries(namespace, taskQueue, now, limit);
-    for (const q of found) await tx.updateQuery(q.id, { phase: 'claimed', leaseExpiresAt: now + QUERY_LEASE_MS });
+    for (const q of found)
+      await tx.updateQuery(q.id, { phase: 'claimed', leaseExpiresAt: now + QUERY_LEASE_MS });
     return found;
   });
 }

@@ -4,7 +4,7 @@ import { silentLogger } from '../common/logger.js';
 import { DEFAULT_WORKFLOW_TASK_RETRY } from '../engine/retry-policy.js';
 import { openStore } from '../store/open-store.js';
 import type { Store } from '../store/store.js';
-import { type RuntimeContext, defaultNewId } from './context.js';
+import { defaultNewId, type RuntimeContext } from './context.js';
 import { Notifier } from './notifier.js';
 
 /**
@@ -47,6 +47,7 @@ export class Runtime {
           logger,
           workflowTaskRetry: DEFAULT_WORKFLOW_TASK_RETRY,
           newId: defaultNewId,
+          stats: { transactions: 0 },
         },
         key,
       );

@@ -3,10 +3,10 @@ import type { Logger } from '../common/logger.js';
 import { planActivityTimedOut } from '../engine/activity-attempt.js';
 import { activityDeadline, expiredActivityTimeout } from '../engine/activity-timeouts.js';
 import { applyActivityOutcome } from './activity-tasks.js';
-import { type RuntimeContext, deliver, inTransaction } from './context.js';
+import { deliver, inTransaction, type RuntimeContext } from './context.js';
 import { waitForWake } from './notifier.js';
-import { applyFailure } from './workflow-tasks.js';
 import { closeRun } from './workflow-ops.js';
+import { applyFailure } from './workflow-tasks.js';
 
 /** Rows handled per sweep transaction; a backlog is worked off in batches of this size. */
 const BATCH = 100;
@@ -43,18 +43,31 @@ async function sweepTimers(ctx: RuntimeContext): Promise<number> {
     for (const t of due) {
       await tx.deleteTimer(t.runId, t.timerKey);
       const run = await tx.getRun(t.runId);
-      if (!run || run.status !== 'running') continue;
+      if (run?.status !== 'running') continue;
       if (t.kind === 'user') {
         await deliver(
           tx,
           wakes,
           run,
-          [{ type: 'TimerFired', time: now, attributes: { timerId: t.timerKey, startedEventId: t.startedEventId } }],
+          [
+            {
+              type: 'TimerFired',
+              time: now,
+              attributes: { timerId: t.timerKey, startedEventId: t.startedEventId },
+            },
+          ],
           now,
         );
       } else {
         const timeoutType = t.kind === 'workflowExecutionTimeout' ? 'workflowExecution' : 'workflowRun';
-        await closeRun(tx, wakes, run, 'timedOut', { type: 'WorkflowTimedOut', time: now, attributes: { timeoutType } }, now);
+        await closeRun(
+          tx,
+          wakes,
+          run,
+          'timedOut',
+          { type: 'WorkflowTimedOut', time: now, attributes: { timeoutType } },
+          now,
+        );
       }
     }
     return due.length;
@@ -89,7 +102,8 @@ async function sweepActivityDeadlines(ctx: RuntimeContext): Promise<number> {
         await tx.updateActivity(a.runId, a.scheduledEventId, { deadline: activityDeadline(a) });
         continue;
       }
-      if (a.phase === 'started') wakes.add({ kind: 'activityCancel', runId: a.runId, scheduledEventId: a.scheduledEventId });
+      if (a.phase === 'started')
+        wakes.add({ kind: 'activityCancel', runId: a.runId, scheduledEventId: a.scheduledEventId });
       await applyActivityOutcome(tx, wakes, a, planActivityTimedOut(a, timeoutType, now), now);
     }
     return due.length;
@@ -134,9 +148,10 @@ export class Sweeper {
       while (!this.#stopped) {
         try {
           await sweepOnce(this.ctx, this.sweeperId);
-          const next = await this.ctx.store.read((tx) => tx.nextWakeTime());
+          const next = await this.ctx.store.read((tx) => tx.nextSweepTime());
           const now = this.ctx.clock.now();
-          this.#nextAt = next === null ? now + this.pollIntervalMs : Math.min(next, now + this.pollIntervalMs);
+          this.#nextAt =
+            next === null ? now + this.pollIntervalMs : Math.min(next, now + this.pollIntervalMs);
         } catch (err) {
           if (this.#stopped) break;
           this.logger.warn('sweep failed; retrying', { error: String(err) });

@@ -7,7 +7,14 @@ import {
 import type { HistoryEvent, NewEvent } from '../common/events.js';
 import { LIMITS } from '../common/ids.js';
 import type { RunRecord, RunStatus, StoreReader, StoreTx } from '../store/store.js';
-import { type PendingWakes, type RuntimeContext, appendEvents, deliver, inTransaction, patchRun } from './context.js';
+import {
+  appendEvents,
+  deliver,
+  inTransaction,
+  type PendingWakes,
+  patchRun,
+  type RuntimeContext,
+} from './context.js';
 
 export type IdConflictPolicy = 'fail' | 'useExisting' | 'terminateExisting';
 export type IdReusePolicy = 'allowDuplicate' | 'allowDuplicateFailedOnly' | 'rejectDuplicate';
@@ -57,12 +64,20 @@ export async function startWorkflow(ctx: RuntimeContext, req: StartRequest): Pro
         return { runId: open.runId, created: false };
       }
       if (req.idConflictPolicy === 'useExisting') return { runId: open.runId, created: false };
-      if (req.idConflictPolicy === 'fail') throw new WorkflowExecutionAlreadyStartedError(req.workflowId, open.runId);
-      await closeRun(tx, wakes, open, 'terminated', {
-        type: 'WorkflowTerminated',
-        time: now,
-        attributes: { reason: 'terminated by a start with idConflictPolicy terminateExisting' },
-      }, now);
+      if (req.idConflictPolicy === 'fail')
+        throw new WorkflowExecutionAlreadyStartedError(req.workflowId, open.runId);
+      await closeRun(
+        tx,
+        wakes,
+        open,
+        'terminated',
+        {
+          type: 'WorkflowTerminated',
+          time: now,
+          attributes: { reason: 'terminated by a start with idConflictPolicy terminateExisting' },
+        },
+        now,
+      );
     } else if (req.idReusePolicy !== 'allowDuplicate') {
       const last = await tx.findRun(req.namespace, req.workflowId);
       if (last && (req.idReusePolicy === 'rejectDuplicate' || last.status === 'completed')) {
@@ -117,7 +132,13 @@ export async function startWorkflow(ctx: RuntimeContext, req: StartRequest): Pro
     await tx.insertRun(run);
     await appendEvents(tx, runId, 1, [started]);
     const incoming: NewEvent[] = req.signal
-      ? [{ type: 'SignalReceived', time: now, attributes: { signalName: req.signal.name, input: req.signal.args } }]
+      ? [
+          {
+            type: 'SignalReceived',
+            time: now,
+            attributes: { signalName: req.signal.name, input: req.signal.args },
+          },
+        ]
       : [];
     await deliver(tx, wakes, { ...run, nextEventId: 2 }, incoming, now);
     for (const [kind, ms] of [
@@ -125,11 +146,24 @@ export async function startWorkflow(ctx: RuntimeContext, req: StartRequest): Pro
       ['workflowRunTimeout', req.workflowRunTimeoutMs],
     ] as const) {
       if (ms === undefined) continue;
-      await tx.insertTimer({ namespace: req.namespace, runId, timerKey: kind, kind, fireAt: now + ms, startedEventId: 0 });
+      await tx.insertTimer({
+        namespace: req.namespace,
+        runId,
+        timerKey: kind,
+        kind,
+        fireAt: now + ms,
+        startedEventId: 0,
+      });
       wakes.add({ kind: 'timer', fireAt: now + ms });
     }
     if (req.requestId) {
-      await tx.putRequest({ namespace: req.namespace, requestId: req.requestId, kind: 'start', runId, createdAt: now });
+      await tx.putRequest({
+        namespace: req.namespace,
+        requestId: req.requestId,
+        kind: 'start',
+        runId,
+        createdAt: now,
+      });
     }
     return { runId, created: true };
   });
@@ -169,9 +203,21 @@ async function signalRun(
       `run ${run.runId} already holds ${buffered.length} undelivered events; the limit is ${LIMITS.pendingSignals}. Retry later`,
     );
   }
-  await deliver(tx, wakes, run, [{ type: 'SignalReceived', time: now, attributes: { signalName, input: args, requestId } }], now);
+  await deliver(
+    tx,
+    wakes,
+    run,
+    [{ type: 'SignalReceived', time: now, attributes: { signalName, input: args, requestId } }],
+    now,
+  );
   if (requestId) {
-    await tx.putRequest({ namespace: run.namespace, requestId, kind: 'signal', runId: run.runId, createdAt: now });
+    await tx.putRequest({
+      namespace: run.namespace,
+      requestId,
+      kind: 'signal',
+      runId: run.runId,
+      createdAt: now,
+    });
   }
 }
 
@@ -210,7 +256,13 @@ export async function requestCancel(
     if (run.cancelRequested) return;
     const now = ctx.clock.now();
     const updated = await patchRun(tx, run, { cancelRequested: true });
-    await deliver(tx, wakes, updated, [{ type: 'WorkflowCancelRequested', time: now, attributes: { reason } }], now);
+    await deliver(
+      tx,
+      wakes,
+      updated,
+      [{ type: 'WorkflowCancelRequested', time: now, attributes: { reason } }],
+      now,
+    );
   });
 }
 
@@ -226,7 +278,14 @@ export async function terminateWorkflow(
     const run = await requireRun(tx, namespace, workflowId, runId);
     requireOpen(run, 'terminate');
     const now = ctx.clock.now();
-    await closeRun(tx, wakes, run, 'terminated', { type: 'WorkflowTerminated', time: now, attributes: { reason } }, now);
+    await closeRun(
+      tx,
+      wakes,
+      run,
+      'terminated',
+      { type: 'WorkflowTerminated', time: now, attributes: { reason } },
+      now,
+    );
   });
 }
 
@@ -243,7 +302,8 @@ export async function closeRun(
   now: number,
 ): Promise<void> {
   for (const a of await tx.listActivities(run.runId)) {
-    if (a.phase === 'started') wakes.add({ kind: 'activityCancel', runId: run.runId, scheduledEventId: a.scheduledEventId });
+    if (a.phase === 'started')
+      wakes.add({ kind: 'activityCancel', runId: run.runId, scheduledEventId: a.scheduledEventId });
   }
   await appendEvents(tx, run.runId, run.nextEventId, [event]);
   await tx.deleteRunState(run.runId);
@@ -323,7 +383,9 @@ export async function describeWorkflow(
         cancelRequested: a.cancelRequested,
       })),
       workflowTaskFailure:
-        run.status === 'running' && run.wftFailure ? { ...run.wftFailure, attempt: run.wftAttempt - 1 } : null,
+        run.status === 'running' && run.wftFailure
+          ? { ...run.wftFailure, attempt: run.wftAttempt - 1 }
+          : null,
     };
   });
 }

@@ -3,7 +3,7 @@ import { type FailureInfo, StaleTokenError } from '../common/errors.js';
 import type { HistoryEvent, WorkflowTaskFailedCause } from '../common/events.js';
 import { planClaim, planCompletion, planFailure } from '../engine/workflow-task.js';
 import type { RunRecord, StoreTx } from '../store/store.js';
-import { type PendingWakes, type RuntimeContext, appendEvents, inTransaction, patchRun } from './context.js';
+import { appendEvents, inTransaction, type PendingWakes, patchRun, type RuntimeContext } from './context.js';
 
 /** A claimed workflow task: what a worker needs to run it, plus its fencing token. */
 export interface WorkflowTask {
@@ -62,13 +62,17 @@ export async function claimWorkflowTasks(
 }
 
 /** Events of a run from `fromEventId` on; what a worker replays. */
-export async function readEvents(ctx: RuntimeContext, runId: string, fromEventId: number): Promise<HistoryEvent[]> {
+export async function readEvents(
+  ctx: RuntimeContext,
+  runId: string,
+  fromEventId: number,
+): Promise<HistoryEvent[]> {
   return ctx.store.read((tx) => tx.readEvents(runId, fromEventId));
 }
 
 async function requireCurrentTask(tx: StoreTx, runId: string, token: number): Promise<RunRecord> {
   const run = await tx.getRun(runId);
-  if (!run || run.status !== 'running' || run.wftPhase !== 'started' || run.wftToken !== token) {
+  if (run?.status !== 'running' || run.wftPhase !== 'started' || run.wftToken !== token) {
     throw new StaleTokenError(
       `workflow task of run ${runId} with token ${token} is no longer current${run ? ` (run ${run.status}, task ${run.wftPhase}, token ${run.wftToken})` : ''}; its result was discarded`,
     );
@@ -120,7 +124,8 @@ export async function completeWorkflowTask(
     if (plan.closed) {
       await tx.deleteRunState(runId);
       for (const a of activities) {
-        if (a.phase === 'started') wakes.add({ kind: 'activityCancel', runId, scheduledEventId: a.scheduledEventId });
+        if (a.phase === 'started')
+          wakes.add({ kind: 'activityCancel', runId, scheduledEventId: a.scheduledEventId });
       }
     } else {
       for (const a of plan.insertActivities) {
@@ -195,7 +200,15 @@ export async function applyFailure(
   workerId: string,
 ): Promise<void> {
   const buffered = await tx.listBuffered(run.runId);
-  const plan = planFailure({ run, cause, failure, buffered, now: ctx.clock.now(), workerId, retry: ctx.workflowTaskRetry });
+  const plan = planFailure({
+    run,
+    cause,
+    failure,
+    buffered,
+    now: ctx.clock.now(),
+    workerId,
+    retry: ctx.workflowTaskRetry,
+  });
   await appendEvents(tx, run.runId, run.nextEventId, plan.events);
   await patchRun(tx, run, plan.patch);
   if (plan.bufferedUpTo > 0) await tx.deleteBuffered(run.runId, plan.bufferedUpTo);

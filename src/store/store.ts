@@ -166,6 +166,11 @@ export interface StoreReader {
   getQuery(id: string): Promise<QueryRecord | undefined>;
   /** Earliest future moment any sweep or poll could find work: timers, deadlines, leases, backoffs. */
   nextWakeTime(): Promise<number | null>;
+  /**
+   * Earliest time a sweep finds work: a timer's fireAt, an activity's deadline, or a started workflow
+   * task's lease expiry (what the sweeper handles; claimable tasks are the pollers' business).
+   */
+  nextSweepTime(): Promise<number | null>;
 }
 
 export interface StoreTx extends StoreReader {

@@ -1,0 +1,242 @@
+/**
+ * `npm run bench`: workloads W1–W4 of the hot-path issue on the embedded SQLite store, each figure
+ * printed next to the raw single-row SQLite commit rate (synchronous=FULL) measured in the same run, and
+ * the number of store transactions per workflow, counted by the runtime.
+ *
+ * Flags: --only W1,W3   run a subset;  --scale 0.1   shrink workflow counts;  --full   W3 with 100,000.
+ */
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { Client } from 'longhaul/client';
+import { Worker } from 'longhaul/worker';
+import { Runtime } from '../src/runtime/runtime.js';
+import * as activities from './activities.js';
+
+const args = process.argv.slice(2);
+const flag = (name: string): string | undefined => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const only = new Set((flag('--only') ?? 'W1,W2,W3,W4').split(','));
+const scale = Number(flag('--scale') ?? '1');
+const full = args.includes('--full');
+const n = (count: number): number => Math.max(1, Math.round(count * scale));
+const workflowsPath = fileURLToPath(new URL('./workflows.ts', import.meta.url));
+
+function percentile(sorted: readonly number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+function fmt(x: number, digits = 2): string {
+  return x.toFixed(digits);
+}
+
+/** Raw single-row commits per second with WAL + synchronous=FULL on this disk. */
+function rawCommitRate(dir: string): number {
+  const db = new Database(join(dir, 'raw.sqlite'));
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = FULL');
+  db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)');
+  const insert = db.prepare('INSERT INTO t (v) VALUES (?)');
+  const count = 2000;
+  const start = performance.now();
+  for (let i = 0; i < count; i++) insert.run('x');
+  const ms = performance.now() - start;
+  db.close();
+  return (count / ms) * 1000;
+}
+
+interface Env {
+  readonly url: string;
+  readonly dir: string;
+  readonly worker: Worker;
+  readonly client: Client;
+  readonly runtime: Runtime;
+  close(): Promise<void>;
+}
+
+async function openEnv(name: string, workerOptions: Record<string, unknown> = {}): Promise<Env> {
+  const dir = mkdtempSync(join(tmpdir(), `longhaul-bench-${name}-`));
+  const url = `sqlite:${join(dir, 'bench.sqlite')}`;
+  const worker = await Worker.create({
+    connection: url,
+    taskQueue: 'bench',
+    workflowsPath,
+    activities,
+    ...workerOptions,
+  });
+  const running = worker.run();
+  const client = await Client.connect(url);
+  const runtime = await Runtime.acquire(url, { mode: 'client' });
+  return {
+    url,
+    dir,
+    worker,
+    client,
+    runtime,
+    async close() {
+      await runtime.release();
+      await client.close();
+      await worker.shutdown();
+      await running;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function txCount(env: Env): number {
+  return env.runtime.ctx.stats.transactions;
+}
+
+async function w1(commitRate: number): Promise<void> {
+  const env = await openEnv('w1');
+  const count = n(200);
+  const latencies: number[] = [];
+  const tx0 = txCount(env);
+  for (let i = 0; i < count; i++) {
+    const start = performance.now();
+    await env.client.workflow.execute('steps', { workflowId: `w1-${i}`, taskQueue: 'bench', args: [10] });
+    latencies.push(performance.now() - start);
+  }
+  const txPerWorkflow = (txCount(env) - tx0) / count;
+  await env.close();
+  latencies.sort((a, b) => a - b);
+  const commitMs = 1000 / commitRate;
+  const p50 = percentile(latencies, 50);
+  const p99 = percentile(latencies, 99);
+  console.log(
+    `W1  ${count} workflows × 10 sequential activities: p50 ${fmt(p50)} ms (${fmt(p50 / commitMs, 1)}× one commit), ` +
+      `p99 ${fmt(p99)} ms; ${fmt(txPerWorkflow, 1)} store transactions per workflow (target p50 ≤ 2 ms, p99 ≤ 4 ms)`,
+  );
+}
+
+async function w2(commitRate: number): Promise<void> {
+  const env = await openEnv('w2', {
+    maxConcurrentWorkflowTaskExecutions: 64,
+    maxConcurrentActivityTaskExecutions: 64,
+  });
+  const count = n(2000);
+  const inFlight = 64;
+  let next = 0;
+  const tx0 = txCount(env);
+  const start = performance.now();
+  const lane = async (): Promise<void> => {
+    while (next < count) {
+      const i = next++;
+      await env.client.workflow.execute('steps', { workflowId: `w2-${i}`, taskQueue: 'bench', args: [3] });
+    }
+  };
+  await Promise.all(Array.from({ length: inFlight }, lane));
+  const seconds = (performance.now() - start) / 1000;
+  const txPerWorkflow = (txCount(env) - tx0) / count;
+  await env.close();
+  const stepsPerSecond = (count * 3) / seconds;
+  console.log(
+    `W2  ${count} workflows × 3 activities, ${inFlight} in flight: ${fmt(stepsPerSecond, 0)} steps/s ` +
+      `(${fmt(stepsPerSecond / commitRate, 2)}× the raw commit rate); ${fmt(txPerWorkflow, 1)} transactions per workflow (target ≥ 10,000 steps/s)`,
+  );
+}
+
+async function w3(count: number): Promise<void> {
+  const env = await openEnv('w3', {
+    maxConcurrentWorkflowTaskExecutions: 64,
+    maxConcurrentActivityTaskExecutions: 64,
+  });
+  let peakRss = process.memoryUsage().rss;
+  const sampler = setInterval(() => {
+    peakRss = Math.max(peakRss, process.memoryUsage().rss);
+  }, 50);
+  const start = performance.now();
+  const batch = 64;
+  for (let i = 0; i < count; i += batch) {
+    const starts: Promise<unknown>[] = [];
+    for (let j = i; j < Math.min(count, i + batch); j++) {
+      starts.push(env.client.workflow.start('sleeper', { workflowId: `w3-${j}`, taskQueue: 'bench' }));
+    }
+    await Promise.all(starts);
+  }
+  const startedMs = performance.now() - start;
+  // Wait until every workflow has run its activity and is asleep (its timer is the only pending row).
+  const deadline = Date.now() + 30 * 60_000;
+  for (;;) {
+    const timers = env.runtime.ctx.store.read(async (tx) => (await tx.nextWakeTime()) ?? 0);
+    await timers;
+    const sleeping = await countTimers(env);
+    if (sleeping >= count || Date.now() > deadline) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const allAsleepMs = performance.now() - start;
+  clearInterval(sampler);
+  const dbPath = env.url.slice('sqlite:'.length);
+  const bytes = sizeOf(dbPath) + sizeOf(`${dbPath}-wal`);
+  await env.close();
+  console.log(
+    `W3  ${count} sleepers: all started in ${fmt(startedMs / 1000)} s, all asleep after ${fmt(allAsleepMs / 1000)} s, ` +
+      `peak RSS ${fmt(peakRss / 2 ** 20, 0)} MB, ${fmt(bytes / count, 0)} bytes on disk per sleeper ` +
+      `(targets: started ≤ 1 s, RSS ≤ 150 MB, ≤ 600 B)`,
+  );
+}
+
+async function countTimers(env: Env): Promise<number> {
+  const db = new Database(env.url.slice('sqlite:'.length), { readonly: true });
+  try {
+    return (db.prepare("SELECT count(*) AS c FROM timers WHERE kind = 'user'").get() as { c: number }).c;
+  } finally {
+    db.close();
+  }
+}
+
+function sizeOf(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
+  }
+}
+
+async function w4(): Promise<void> {
+  const env = await openEnv('w4', { maxConcurrentWorkflowTaskExecutions: 64, sweepInterval: '1s' });
+  const count = n(500);
+  const handles = await Promise.all(
+    Array.from({ length: count }, (_, i) =>
+      env.client.workflow.start('napper', { workflowId: `w4-${i}`, taskQueue: 'bench', args: [2000] }),
+    ),
+  );
+  await Promise.all(handles.map((h) => h.result()));
+  const lateness: number[] = [];
+  for (const h of handles) {
+    const { events } = await h.fetchHistory();
+    const started = events.find((e) => e.type === 'TimerStarted')!;
+    const fired = events.findIndex((e) => e.type === 'TimerFired');
+    const woke = events.slice(fired).find((e) => e.type === 'WorkflowTaskStarted')!;
+    const due = Date.parse(started.time) + (started.attributes as { durationMs: number }).durationMs;
+    lateness.push(Date.parse(woke.time) - due);
+  }
+  await env.close();
+  lateness.sort((a, b) => a - b);
+  console.log(
+    `W4  ${count} workflows sleeping 2 s, started together: wake-up lateness p50 ${percentile(lateness, 50)} ms, ` +
+      `p99 ${percentile(lateness, 99)} ms, max ${lateness[lateness.length - 1]} ms (target p50 ≤ 5 ms, p99 ≤ 20 ms)`,
+  );
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'longhaul-bench-raw-'));
+  const commitRate = rawCommitRate(dir);
+  rmSync(dir, { recursive: true, force: true });
+  console.log(
+    `raw SQLite single-row commits (WAL, synchronous=FULL): ${fmt(commitRate, 0)}/s (${fmt(1000 / commitRate, 3)} ms each)`,
+  );
+  if (only.has('W1')) await w1(commitRate);
+  if (only.has('W2')) await w2(commitRate);
+  if (only.has('W3')) {
+    await w3(n(10_000));
+    if (full) await w3(100_000);
+  }
+  if (only.has('W4')) await w4();
+}
+
+await main();

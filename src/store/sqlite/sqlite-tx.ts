@@ -1,0 +1,395 @@
+import { StoreError } from '../../common/errors.js';
+import type { NewEvent } from '../../common/events.js';
+import { classifyStoreError, errorCode, isTransientStoreErrorClass } from '../errors.js';
+import type {
+  ActivityPatch,
+  ActivityRecord,
+  BufferedEvent,
+  QueryRecord,
+  RequestRecord,
+  RunPatch,
+  RunRecord,
+  StoreTx,
+  TimerRecord,
+} from '../store.js';
+import {
+  ACTIVITY_COLUMNS,
+  type ActivityRow,
+  type BufferRow,
+  type EventRow,
+  encodeAll,
+  QUERY_COLUMNS,
+  type QueryRow,
+  type RequestRow,
+  RUN_COLUMNS,
+  type RunRow,
+  rowToActivity,
+  rowToBuffered,
+  rowToEvent,
+  rowToQuery,
+  rowToRequest,
+  rowToRun,
+  rowToTimer,
+  type SqliteStatements,
+  type SqlValue,
+  type TimerRow,
+} from './sqlite-rows.js';
+
+type Columns = Readonly<Record<string, readonly [string, (value: unknown) => SqlValue]>>;
+
+const RUN_PATCHABLE = patchable(RUN_COLUMNS, ['namespace', 'workflowId', 'runId', 'startTime']);
+const ACTIVITY_PATCHABLE = patchable(ACTIVITY_COLUMNS, [
+  'namespace',
+  'workflowId',
+  'runId',
+  'scheduledEventId',
+  'activityId',
+]);
+const QUERY_PATCHABLE = new Set(['phase', 'leaseExpiresAt', 'result', 'failure']);
+const PATCH_CACHE_LIMIT = 512;
+
+function patchable(columns: Columns, identity: readonly string[]): ReadonlySet<string> {
+  return new Set(Object.keys(columns).filter((k) => !identity.includes(k)));
+}
+
+/**
+ * The transaction handle given to callbacks. Methods are synchronous underneath (better-sqlite3) and
+ * return settled promises. Driver errors become StoreErrors: constraint violations get specific codes
+ * (DUPLICATE_OPEN_RUN, EVENT_CONFLICT, DUPLICATE_KEY), a transient fault is remembered so the transaction
+ * is re-run even if the callback catches it, and anything else is STORE_FAILURE. A handle cannot be used
+ * after its callback settled (TX_ENDED). Patch fields whose value is `undefined` are left unchanged.
+ */
+export class SqliteTx implements StoreTx {
+  /** The first transient driver error seen; the store re-runs the transaction when set. */
+  transientFault: unknown;
+  private ended = false;
+
+  constructor(
+    private readonly s: SqliteStatements,
+    private readonly writable: boolean,
+  ) {}
+
+  end(): void {
+    this.ended = true;
+  }
+
+  async getRun(runId: string): Promise<RunRecord | undefined> {
+    const row = this.read(() => this.s.getRun.get(runId) as RunRow | undefined);
+    return row && rowToRun(row);
+  }
+
+  async findRun(namespace: string, workflowId: string, runId?: string): Promise<RunRecord | undefined> {
+    const row = this.read(
+      () =>
+        (runId === undefined
+          ? this.s.findLatestRun.get(namespace, workflowId)
+          : this.s.findRunById.get(runId, namespace, workflowId)) as RunRow | undefined,
+    );
+    return row && rowToRun(row);
+  }
+
+  async findOpenRun(namespace: string, workflowId: string): Promise<RunRecord | undefined> {
+    const row = this.read(() => this.s.findOpenRun.get(namespace, workflowId) as RunRow | undefined);
+    return row && rowToRun(row);
+  }
+
+  async readEvents(runId: string, fromEventId = 1, limit?: number) {
+    const rows = this.read(() => this.s.readEvents.all(runId, fromEventId, limit ?? -1) as EventRow[]);
+    return rows.map(rowToEvent);
+  }
+
+  async listBuffered(runId: string): Promise<BufferedEvent[]> {
+    return this.read(() => this.s.listBuffered.all(runId) as BufferRow[]).map(rowToBuffered);
+  }
+
+  async getActivity(runId: string, scheduledEventId: number): Promise<ActivityRecord | undefined> {
+    const row = this.read(() => this.s.getActivity.get(runId, scheduledEventId) as ActivityRow | undefined);
+    return row && rowToActivity(row);
+  }
+
+  async listActivities(runId: string): Promise<ActivityRecord[]> {
+    return this.read(() => this.s.listActivities.all(runId) as ActivityRow[]).map(rowToActivity);
+  }
+
+  async listTimers(runId: string): Promise<TimerRecord[]> {
+    return this.read(() => this.s.listTimers.all(runId) as TimerRow[]).map(rowToTimer);
+  }
+
+  async getRequest(namespace: string, requestId: string): Promise<RequestRecord | undefined> {
+    const row = this.read(() => this.s.getRequest.get(namespace, requestId) as RequestRow | undefined);
+    return row && rowToRequest(row);
+  }
+
+  async getQuery(id: string): Promise<QueryRecord | undefined> {
+    const row = this.read(() => this.s.getQuery.get(id) as QueryRow | undefined);
+    return row && rowToQuery(row);
+  }
+
+  async nextWakeTime(): Promise<number | null> {
+    return this.read(() => (this.s.nextWakeTime.get() as { t: number | null }).t);
+  }
+
+  async nextSweepTime(): Promise<number | null> {
+    return this.read(() => (this.s.nextSweepTime.get() as { t: number | null }).t);
+  }
+
+  async insertRun(run: RunRecord): Promise<void> {
+    this.write(
+      () => this.s.insertRun.run(...encodeAll(RUN_COLUMNS, run)),
+      (code) =>
+        code === 'SQLITE_CONSTRAINT_UNIQUE'
+          ? new StoreError(
+              'DUPLICATE_OPEN_RUN',
+              `workflow '${run.workflowId}' in namespace '${run.namespace}' already has a running run`,
+            )
+          : undefined,
+    );
+  }
+
+  async updateRun(runId: string, patch: RunPatch): Promise<void> {
+    this.patch(
+      'runs',
+      RUN_COLUMNS,
+      RUN_PATCHABLE,
+      'run_id = ?',
+      [runId],
+      patch,
+      this.s.runExists,
+      () => notFound('RUN_NOT_FOUND', `run ${runId}`),
+      (code) =>
+        code === 'SQLITE_CONSTRAINT_UNIQUE'
+          ? new StoreError(
+              'DUPLICATE_OPEN_RUN',
+              `run ${runId} cannot become running: its workflow id has a running run`,
+            )
+          : undefined,
+    );
+  }
+
+  async appendEvents(runId: string, firstEventId: number, events: readonly NewEvent[]): Promise<void> {
+    const conflict = () =>
+      new StoreError(
+        'EVENT_CONFLICT',
+        `run ${runId} already has event ${firstEventId}: another writer appended first; reload the run and retry`,
+      );
+    this.write(
+      () => {
+        if (events.length === 0) return;
+        const last = (this.s.maxEventId.get(runId) as { m: number | null }).m ?? 0;
+        if (firstEventId <= last) throw conflict();
+        if (firstEventId !== last + 1 || !Number.isInteger(firstEventId)) {
+          throw new StoreError(
+            'EVENT_GAP',
+            `run ${runId} ends at event ${last}; appending at ${firstEventId} would leave a gap in its history`,
+          );
+        }
+        for (let i = 0; i < events.length; i++) {
+          const e = events[i]!;
+          this.s.insertEvent.run(runId, firstEventId + i, e.type, e.time, JSON.stringify(e.attributes));
+        }
+      },
+      () => conflict(),
+    );
+  }
+
+  async addBuffered(runId: string, event: NewEvent): Promise<void> {
+    this.write(() =>
+      this.s.insertBuffered.run(runId, event.type, event.time, JSON.stringify(event.attributes)),
+    );
+  }
+
+  async deleteBuffered(runId: string, uptoSeq: number): Promise<void> {
+    this.write(() => this.s.deleteBuffered.run(runId, uptoSeq));
+  }
+
+  async insertActivity(activity: ActivityRecord): Promise<void> {
+    this.write(() => this.s.insertActivity.run(...encodeAll(ACTIVITY_COLUMNS, activity)));
+  }
+
+  async updateActivity(runId: string, scheduledEventId: number, patch: ActivityPatch): Promise<void> {
+    this.patch(
+      'activities',
+      ACTIVITY_COLUMNS,
+      ACTIVITY_PATCHABLE,
+      'run_id = ? AND scheduled_event_id = ?',
+      [runId, scheduledEventId],
+      patch,
+      this.s.activityExists,
+      () => notFound('ACTIVITY_NOT_FOUND', `activity ${scheduledEventId} of run ${runId}`),
+    );
+  }
+
+  async deleteActivity(runId: string, scheduledEventId: number): Promise<void> {
+    this.write(() => this.s.deleteActivity.run(runId, scheduledEventId));
+  }
+
+  async insertTimer(t: TimerRecord): Promise<void> {
+    this.write(() =>
+      this.s.insertTimer.run(t.runId, t.timerKey, t.namespace, t.kind, t.fireAt, t.startedEventId),
+    );
+  }
+
+  async deleteTimer(runId: string, timerKey: string): Promise<void> {
+    this.write(() => this.s.deleteTimer.run(runId, timerKey));
+  }
+
+  async deleteRunState(runId: string): Promise<void> {
+    this.write(() => {
+      this.s.deleteRunActivities.run(runId);
+      this.s.deleteRunTimers.run(runId);
+      this.s.deleteRunBuffer.run(runId);
+      this.s.deleteRunOpenQueries.run(runId);
+    });
+  }
+
+  async putRequest(r: RequestRecord): Promise<void> {
+    this.write(() => this.s.putRequest.run(r.namespace, r.requestId, r.kind, r.runId, r.createdAt));
+  }
+
+  async insertQuery(query: QueryRecord): Promise<void> {
+    this.write(() => this.s.insertQuery.run(...encodeAll(QUERY_COLUMNS, query)));
+  }
+
+  async updateQuery(
+    id: string,
+    patch: Partial<Pick<QueryRecord, 'phase' | 'leaseExpiresAt' | 'result' | 'failure'>>,
+  ): Promise<void> {
+    this.patch('queries', QUERY_COLUMNS, QUERY_PATCHABLE, 'id = ?', [id], patch, this.s.queryExists, () =>
+      notFound('QUERY_NOT_FOUND', `query ${id}`),
+    );
+  }
+
+  async deleteQuery(id: string): Promise<void> {
+    this.write(() => this.s.deleteQuery.run(id));
+  }
+
+  // Claim and sweep queries. SQLite has no row locks: the whole transaction holds the write lock.
+
+  async findClaimableWorkflowTasks(namespace: string, taskQueue: string, now: number, limit: number) {
+    const rows = this.read(
+      () => this.s.claimableWorkflowTasks.all(namespace, taskQueue, now, limit) as RunRow[],
+    );
+    return rows.map(rowToRun);
+  }
+
+  async findClaimableActivities(namespace: string, taskQueue: string, now: number, limit: number) {
+    const rows = this.read(
+      () => this.s.claimableActivities.all(namespace, taskQueue, now, limit) as ActivityRow[],
+    );
+    return rows.map(rowToActivity);
+  }
+
+  async findClaimableQueries(namespace: string, taskQueue: string, now: number, limit: number) {
+    const rows = this.read(() => this.s.claimableQueries.all(namespace, taskQueue, now, limit) as QueryRow[]);
+    return rows.map(rowToQuery);
+  }
+
+  async findDueTimers(now: number, limit: number): Promise<TimerRecord[]> {
+    return this.read(() => this.s.dueTimers.all(now, limit) as TimerRow[]).map(rowToTimer);
+  }
+
+  async findExpiredWorkflowTasks(now: number, limit: number): Promise<RunRecord[]> {
+    return this.read(() => this.s.expiredWorkflowTasks.all(now, limit) as RunRow[]).map(rowToRun);
+  }
+
+  async findDueActivities(now: number, limit: number): Promise<ActivityRecord[]> {
+    return this.read(() => this.s.dueActivities.all(now, limit) as ActivityRow[]).map(rowToActivity);
+  }
+
+  // ---- plumbing ----
+
+  private read<T>(op: () => T): T {
+    return this.exec(op, undefined);
+  }
+
+  private write<T>(op: () => T, onConstraint?: (code: string | undefined) => StoreError | undefined): T {
+    if (!this.writable && !this.ended) {
+      throw new StoreError(
+        'READ_ONLY',
+        'this handle comes from Store.read(); write inside Store.transaction()',
+      );
+    }
+    return this.exec(op, onConstraint);
+  }
+
+  private exec<T>(
+    op: () => T,
+    onConstraint: ((code: string | undefined) => StoreError | undefined) | undefined,
+  ): T {
+    if (this.ended) {
+      throw new StoreError(
+        'TX_ENDED',
+        'this transaction already ended; use the handle only inside its callback',
+      );
+    }
+    try {
+      return op();
+    } catch (err) {
+      if (err instanceof StoreError) throw err;
+      const cls = classifyStoreError(err);
+      if (isTransientStoreErrorClass(cls)) {
+        this.transientFault ??= err;
+        throw new StoreError('STORE_RETRY', 'transient database fault; the transaction will be re-run', {
+          cause: err,
+        });
+      }
+      if (cls === 'constraint') {
+        const code = errorCode(err);
+        const mapped = onConstraint?.(code);
+        if (mapped) throw mapped;
+        const duplicate = code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === 'SQLITE_CONSTRAINT_UNIQUE';
+        throw new StoreError(
+          duplicate ? 'DUPLICATE_KEY' : 'CONSTRAINT_VIOLATION',
+          `${err instanceof Error ? err.message : String(err)}`,
+          { cause: err },
+        );
+      }
+      const message = err instanceof Error ? err.message : String(err);
+      throw new StoreError('STORE_FAILURE', `SQLite store: ${message} (${errorCode(err) ?? 'no code'})`, {
+        cause: err,
+      });
+    }
+  }
+
+  private patch(
+    table: string,
+    columns: Columns,
+    allowed: ReadonlySet<string>,
+    where: string,
+    key: readonly SqlValue[],
+    patch: object,
+    exists: SqliteStatements['runExists'],
+    missing: () => StoreError,
+    onConstraint?: (code: string | undefined) => StoreError | undefined,
+  ): void {
+    this.write(() => {
+      const fields: string[] = [];
+      const values: SqlValue[] = [];
+      for (const [field, value] of Object.entries(patch)) {
+        if (value === undefined) continue;
+        const column = columns[field];
+        if (!column || !allowed.has(field)) {
+          throw new StoreError('INVALID_PATCH', `${table}: field '${field}' cannot be changed by a patch`);
+        }
+        fields.push(field);
+        values.push(column[1](value));
+      }
+      if (fields.length === 0) {
+        if (exists.get(...key) === undefined) throw missing();
+        return;
+      }
+      const signature = `${table}:${fields.join(',')}`;
+      let stmt = this.s.patches.get(signature);
+      if (!stmt) {
+        const sets = fields.map((f) => `${columns[f]![0]} = ?`).join(', ');
+        stmt = this.s.db.prepare(`UPDATE ${table} SET ${sets} WHERE ${where}`);
+        if (this.s.patches.size < PATCH_CACHE_LIMIT) this.s.patches.set(signature, stmt);
+      }
+      if (stmt.run(...values, ...key).changes === 0) throw missing();
+    }, onConstraint);
+  }
+}
+
+function notFound(code: string, what: string): StoreError {
+  return new StoreError(code, `${what} does not exist (it may have been deleted when its run closed)`);
+}
