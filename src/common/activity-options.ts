@@ -75,7 +75,11 @@ export function compileRetryPolicy(retry: unknown, field: string): RetryPolicyMs
   const initialIntervalMs = positiveDuration(r.initialInterval, `${field}.initialInterval`) ?? 1000;
 
   const backoffCoefficient = r.backoffCoefficient ?? 2;
-  if (typeof backoffCoefficient !== 'number' || !Number.isFinite(backoffCoefficient) || backoffCoefficient < 1) {
+  if (
+    typeof backoffCoefficient !== 'number' ||
+    !Number.isFinite(backoffCoefficient) ||
+    backoffCoefficient < 1
+  ) {
     throw new ValidationError(
       `${field}.backoffCoefficient`,
       `must be a finite number >= 1, got ${String(backoffCoefficient)}`,
@@ -122,7 +126,10 @@ export function compileActivityOptions(options: unknown, field: string): Activit
   const o = asRecord(options, field, OPTION_KEYS);
   if (o.taskQueue !== undefined) validateId(o.taskQueue, `${field}.taskQueue`);
   const startToCloseTimeoutMs = positiveDuration(o.startToCloseTimeout, `${field}.startToCloseTimeout`);
-  const scheduleToCloseTimeoutMs = positiveDuration(o.scheduleToCloseTimeout, `${field}.scheduleToCloseTimeout`);
+  const scheduleToCloseTimeoutMs = positiveDuration(
+    o.scheduleToCloseTimeout,
+    `${field}.scheduleToCloseTimeout`,
+  );
   if (startToCloseTimeoutMs === undefined && scheduleToCloseTimeoutMs === undefined) {
     throw new ValidationError(
       `${field}.startToCloseTimeout`,
@@ -130,7 +137,10 @@ export function compileActivityOptions(options: unknown, field: string): Activit
     );
   }
   const compiled: ActivityOptionsMs = { retry: compileRetryPolicy(o.retry, `${field}.retry`) };
-  const scheduleToStartTimeoutMs = positiveDuration(o.scheduleToStartTimeout, `${field}.scheduleToStartTimeout`);
+  const scheduleToStartTimeoutMs = positiveDuration(
+    o.scheduleToStartTimeout,
+    `${field}.scheduleToStartTimeout`,
+  );
   const heartbeatTimeoutMs = positiveDuration(o.heartbeatTimeout, `${field}.heartbeatTimeout`);
   if (startToCloseTimeoutMs !== undefined) compiled.startToCloseTimeoutMs = startToCloseTimeoutMs;
   if (scheduleToCloseTimeoutMs !== undefined) compiled.scheduleToCloseTimeoutMs = scheduleToCloseTimeoutMs;

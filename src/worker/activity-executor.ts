@@ -5,10 +5,10 @@ import {
   CancelledFailure,
   type FailureInfo,
   StaleTokenError,
-  ValidationError,
   toFailureInfo,
+  ValidationError,
 } from '../common/errors.js';
-import { type Logger, childLogger } from '../common/logger.js';
+import { childLogger, type Logger } from '../common/logger.js';
 import { toPayload } from '../common/payload.js';
 import type { ActivityTask, ActivityTaskRef } from '../runtime/activity-tasks.js';
 
@@ -109,7 +109,11 @@ export class ActivityExecutor {
 
   async #run(entry: Running): Promise<void> {
     const { task, controller } = entry;
-    const ref: ActivityTaskRef = { runId: task.runId, scheduledEventId: task.scheduledEventId, token: task.token };
+    const ref: ActivityTaskRef = {
+      runId: task.runId,
+      scheduledEventId: task.scheduledEventId,
+      token: task.token,
+    };
     const log = childLogger(this.logger, {
       workflowId: task.workflowId,
       runId: task.runId,
@@ -231,10 +235,13 @@ class HeartbeatThrottle {
       return;
     }
     this.#pending = true;
-    this.#timer ??= setTimeout(() => {
-      this.#timer = null;
-      if (this.#pending) this.#flush();
-    }, Math.max(0, wait));
+    this.#timer ??= setTimeout(
+      () => {
+        this.#timer = null;
+        if (this.#pending) this.#flush();
+      },
+      Math.max(0, wait),
+    );
   }
 
   #flush(): void {

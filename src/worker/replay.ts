@@ -31,12 +31,20 @@ export function parseHistoryFile(input: unknown): HistoryEvent[] {
   const events = parsed.data.events;
   events.forEach((e, i) => {
     if (e.eventId !== i + 1) {
-      throw new ValidationError(`history.events.${i}.eventId`, `expected ${i + 1} (event ids are gap-free from 1), got ${e.eventId}`);
+      throw new ValidationError(
+        `history.events.${i}.eventId`,
+        `expected ${i + 1} (event ids are gap-free from 1), got ${e.eventId}`,
+      );
     }
   });
   return events.map(
     (e) =>
-      ({ eventId: e.eventId, type: e.type as EventType, time: Date.parse(e.time), attributes: e.attributes }) as HistoryEvent,
+      ({
+        eventId: e.eventId,
+        type: e.type as EventType,
+        time: Date.parse(e.time),
+        attributes: e.attributes,
+      }) as HistoryEvent,
   );
 }
 

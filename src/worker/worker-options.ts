@@ -1,6 +1,6 @@
 import type { Clock } from '../common/clock.js';
 import { systemClock } from '../common/clock.js';
-import { parseDuration, type Duration } from '../common/duration.js';
+import { type Duration, parseDuration } from '../common/duration.js';
 import { ValidationError } from '../common/errors.js';
 import { validateId } from '../common/ids.js';
 import { type Logger, silentLogger } from '../common/logger.js';
@@ -14,7 +14,8 @@ export interface WorkerOptions {
   readonly taskQueue: string;
   /** Path of the workflows module; bundled automatically (TypeScript works directly). */
   readonly workflowsPath?: string;
-  readonly activities?: Readonly<Record<string, ActivityFunction>>;
+  /** Activity functions by type name, e.g. `import * as activities`; non-function exports are ignored. */
+  readonly activities?: Readonly<Record<string, unknown>>;
   /** Name of this worker in history and logs; default `<hostname>:<pid>:<random>`. */
   readonly identity?: string;
   readonly maxConcurrentActivityTaskExecutions?: number;
@@ -67,7 +68,8 @@ function positiveInt(value: unknown, field: string, fallback: number): number {
 
 /** Validates worker options once; every error names the field. */
 export function compileWorkerOptions(o: WorkerOptions, defaultIdentity: string): CompiledWorkerOptions {
-  if (typeof o !== 'object' || o === null) throw new ValidationError('options', 'Worker.create needs an options object');
+  if (typeof o !== 'object' || o === null)
+    throw new ValidationError('options', 'Worker.create needs an options object');
   if (typeof o.connection !== 'string' || o.connection === '') {
     throw new ValidationError('connection', "is required, e.g. 'sqlite:./longhaul.db'");
   }
@@ -78,10 +80,11 @@ export function compileWorkerOptions(o: WorkerOptions, defaultIdentity: string):
     throw new ValidationError('workflowsPath', 'must be a file path');
   }
   const activities = o.activities ?? {};
-  if (typeof activities !== 'object') throw new ValidationError('activities', 'must be an object of functions');
-  const ownActivities: Record<string, (...args: unknown[]) => unknown> = {};
+  if (typeof activities !== 'object')
+    throw new ValidationError('activities', 'must be an object of functions');
+  const ownActivities: Record<string, ActivityFunction> = {};
   for (const [name, fn] of Object.entries(activities)) {
-    if (typeof fn === 'function') ownActivities[name] = fn;
+    if (typeof fn === 'function') ownActivities[name] = fn as ActivityFunction;
   }
   const watermark = o.cacheHeapWatermark ?? 0.7;
   if (typeof watermark !== 'number' || !(watermark > 0 && watermark <= 1)) {

@@ -1,9 +1,15 @@
-import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import type { HistoryEvent, HistoryFile } from '../common/events.js';
-import { childLogger } from '../common/logger.js';
 import type { Logger } from '../common/logger.js';
-import { completeActivity, failActivity, heartbeatActivity, reportActivityCanceled, claimActivityTasks } from '../runtime/activity-tasks.js';
+import { childLogger } from '../common/logger.js';
+import {
+  claimActivityTasks,
+  completeActivity,
+  failActivity,
+  heartbeatActivity,
+  reportActivityCanceled,
+} from '../runtime/activity-tasks.js';
 import type { RuntimeContext } from '../runtime/context.js';
 import { type WakeChannel, waitForWake } from '../runtime/notifier.js';
 import { claimQueries } from '../runtime/queries.js';
@@ -11,11 +17,11 @@ import { Runtime } from '../runtime/runtime.js';
 import { Sweeper } from '../runtime/sweeper.js';
 import { claimWorkflowTasks } from '../runtime/workflow-tasks.js';
 import { ActivityExecutor } from './activity-executor.js';
-import { type WorkflowBundle, bundleWorkflows } from './bundler.js';
-import { WorkflowSandbox } from './sandbox.js';
-import { type CompiledWorkerOptions, type WorkerOptions, compileWorkerOptions } from './worker-options.js';
-import { WorkflowTaskRunner } from './workflow-task-runner.js';
+import { bundleWorkflows, type WorkflowBundle } from './bundler.js';
 import { replayHistory } from './replay.js';
+import { WorkflowSandbox } from './sandbox.js';
+import { type CompiledWorkerOptions, compileWorkerOptions, type WorkerOptions } from './worker-options.js';
+import { WorkflowTaskRunner } from './workflow-task-runner.js';
 
 export type WorkerState = 'created' | 'running' | 'stopping' | 'stopped';
 
@@ -70,7 +76,10 @@ export class Worker {
   }
 
   static async create(options: WorkerOptions): Promise<Worker> {
-    const compiled = compileWorkerOptions(options, `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`);
+    const compiled = compileWorkerOptions(
+      options,
+      `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`,
+    );
     let bundle: WorkflowBundle | null = null;
     let sandbox: WorkflowSandbox | null = null;
     if (compiled.workflowsPath) {
@@ -179,7 +188,12 @@ export class Worker {
         for (const task of tasks) {
           const p = this.#workflows
             .runTask(task)
-            .catch((err) => this.#log.error('workflow task could not be reported', { runId: task.runId, error: String(err) }))
+            .catch((err) =>
+              this.#log.error('workflow task could not be reported', {
+                runId: task.runId,
+                error: String(err),
+              }),
+            )
             .finally(() => this.#inFlightWorkflowTasks.delete(p));
           this.#inFlightWorkflowTasks.add(p);
         }

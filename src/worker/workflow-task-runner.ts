@@ -8,19 +8,19 @@ import {
 } from '../common/errors.js';
 import type { HistoryEvent, WorkflowTaskFailedCause } from '../common/events.js';
 import { LIMITS } from '../common/ids.js';
-import { type Logger, childLogger } from '../common/logger.js';
+import { childLogger, type Logger } from '../common/logger.js';
 import type { RuntimeContext } from '../runtime/context.js';
 import { answerQuery } from '../runtime/queries.js';
 import {
-  type WorkflowTask,
   completeWorkflowTask,
   failWorkflowTask,
   readEvents,
+  type WorkflowTask,
 } from '../runtime/workflow-tasks.js';
 import type { QueryRecord } from '../store/store.js';
 import type { WorkflowBundle } from './bundler.js';
-import { WorkflowCache } from './workflow-cache.js';
 import type { WorkflowSandbox } from './sandbox.js';
+import { WorkflowCache } from './workflow-cache.js';
 import { WorkflowRunState } from './workflow-replayer.js';
 
 /** A cached run: its sandbox instance and replay state, and the task completion it last committed. */
@@ -57,16 +57,24 @@ export class WorkflowTaskRunner {
   }
 
   async runTask(task: WorkflowTask): Promise<void> {
-    const log = childLogger(this.logger, { workflowId: task.workflowId, runId: task.runId, workerId: this.workerId });
+    const log = childLogger(this.logger, {
+      workflowId: task.workflowId,
+      runId: task.runId,
+      workerId: this.workerId,
+    });
     const fail = async (cause: WorkflowTaskFailedCause, failure: FailureInfo): Promise<void> => {
       this.cache.evict(task.runId);
-      if (task.attempt === 1) log.warn('workflow task failed; it will be retried', { cause, error: failure.message });
+      if (task.attempt === 1)
+        log.warn('workflow task failed; it will be retried', { cause, error: failure.message });
       await failWorkflowTask(this.ctx, task.runId, task.token, cause, failure, this.workerId).catch((err) => {
         if (!(err instanceof StaleTokenError)) throw err;
       });
     };
     if (!this.sandbox || !this.bundle) {
-      return fail('UnknownWorkflowType', unknownType(task.workflowType, [], 'this worker has no workflowsPath'));
+      return fail(
+        'UnknownWorkflowType',
+        unknownType(task.workflowType, [], 'this worker has no workflowsPath'),
+      );
     }
     if (!this.sandbox.workflowTypes().includes(task.workflowType)) {
       return fail('UnknownWorkflowType', unknownType(task.workflowType, this.sandbox.workflowTypes()));
@@ -139,7 +147,11 @@ export class WorkflowTaskRunner {
   async #evaluate(query: QueryRecord): Promise<unknown> {
     const { run, events, buffered } = await this.ctx.store.read(async (tx) => {
       const run = await tx.getRun(query.runId);
-      return { run, events: await tx.readEvents(query.runId, 1), buffered: await tx.listBuffered(query.runId) };
+      return {
+        run,
+        events: await tx.readEvents(query.runId, 1),
+        buffered: await tx.listBuffered(query.runId),
+      };
     });
     if (!run) throw new Error(`run ${query.runId} no longer exists`);
     if (!this.sandbox?.workflowTypes().includes(run.workflowType)) {
@@ -194,5 +206,7 @@ function unknownType(type: string, known: readonly string[], why?: string): Fail
 }
 
 function isStoreFault(err: unknown): boolean {
-  return typeof err === 'object' && err !== null && (err as { code?: string }).code?.startsWith('STORE') === true;
+  return (
+    typeof err === 'object' && err !== null && (err as { code?: string }).code?.startsWith('STORE') === true
+  );
 }
