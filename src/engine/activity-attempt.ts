@@ -65,7 +65,8 @@ export function planActivityFailed(
   heartbeatDetails: unknown,
 ): AttemptOutcome {
   const decision = decideRetry(a.options.retry, a.attempt, failure, now, scheduleToCloseDeadline(a));
-  if (decision.retry) return { kind: 'retry', patch: retryPatch(a, failure, now + decision.delayMs, heartbeatDetails) };
+  if (decision.retry)
+    return { kind: 'retry', patch: retryPatch(a, failure, now + decision.delayMs, heartbeatDetails) };
   return {
     kind: 'closed',
     events: [
@@ -88,7 +89,11 @@ export function planActivityFailed(
  * A timeout fired. Start-to-close and heartbeat timeouts fail the attempt and are retried per policy;
  * schedule-to-start and schedule-to-close timeouts end the scheduling.
  */
-export function planActivityTimedOut(a: ActivityRecord, timeoutType: TimeoutType, now: number): AttemptOutcome {
+export function planActivityTimedOut(
+  a: ActivityRecord,
+  timeoutType: TimeoutType,
+  now: number,
+): AttemptOutcome {
   const failure: FailureInfo = {
     kind: 'timeout',
     type: 'TimeoutFailure',
@@ -123,7 +128,12 @@ function timedOutEvents(
   return events;
 }
 
-function retryPatch(a: ActivityRecord, failure: FailureInfo, visibleAt: number, details: unknown): ActivityPatch {
+function retryPatch(
+  a: ActivityRecord,
+  failure: FailureInfo,
+  visibleAt: number,
+  details: unknown,
+): ActivityPatch {
   const next = {
     ...a,
     phase: 'scheduled' as const,

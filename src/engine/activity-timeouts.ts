@@ -24,10 +24,12 @@ export function activityTimeoutDeadlines(a: ActivityTiming): Record<TimeoutType,
   const o = a.options;
   const started = a.phase === 'started' && a.startedTime !== null;
   return {
-    scheduleToClose: o.scheduleToCloseTimeoutMs !== undefined ? a.scheduledTime + o.scheduleToCloseTimeoutMs : null,
+    scheduleToClose:
+      o.scheduleToCloseTimeoutMs !== undefined ? a.scheduledTime + o.scheduleToCloseTimeoutMs : null,
     scheduleToStart:
       !started && o.scheduleToStartTimeoutMs !== undefined ? a.visibleAt + o.scheduleToStartTimeoutMs : null,
-    startToClose: started && o.startToCloseTimeoutMs !== undefined ? a.startedTime! + o.startToCloseTimeoutMs : null,
+    startToClose:
+      started && o.startToCloseTimeoutMs !== undefined ? a.startedTime! + o.startToCloseTimeoutMs : null,
     heartbeat:
       started && o.heartbeatTimeoutMs !== undefined
         ? (a.lastHeartbeatTime ?? a.startedTime!) + o.heartbeatTimeoutMs

@@ -1,7 +1,14 @@
-import type { WorkflowCommand } from '../common/commands.js';
+import { isClosingCommand, type WorkflowCommand } from '../common/commands.js';
 import type { FailureInfo } from '../common/errors.js';
 import type { NewEvent, WorkflowTaskFailedCause } from '../common/events.js';
-import type { ActivityRecord, BufferedEvent, RunPatch, RunRecord, RunStatus, TimerRecord } from '../store/store.js';
+import type {
+  ActivityRecord,
+  BufferedEvent,
+  RunPatch,
+  RunRecord,
+  RunStatus,
+  TimerRecord,
+} from '../store/store.js';
 import { activityDeadline } from './activity-timeouts.js';
 import { type WorkflowTaskRetry, workflowTaskBackoffMs } from './retry-policy.js';
 
@@ -136,7 +143,7 @@ export function planCompletion(input: CompletionInput): CompletionPlan {
   const bufferedUpTo = buffered.length > 0 ? buffered[buffered.length - 1]!.seq : 0;
   const taskIds = materialiseTask(run, push);
 
-  const closing = commands.some(isClosing);
+  const closing = commands.some(isClosingCommand);
   const signalsWaiting = buffered.some((b) => b.event.type === 'SignalReceived');
   if (closing && signalsWaiting) {
     push({
@@ -202,7 +209,12 @@ export function planCompletion(input: CompletionInput): CompletionPlan {
             workflowTaskCompletedEventId: completedEventId,
           },
         });
-        const timing = { options: c.options, phase: 'scheduled' as const, scheduledTime: now, visibleAt: now };
+        const timing = {
+          options: c.options,
+          phase: 'scheduled' as const,
+          scheduledTime: now,
+          visibleAt: now,
+        };
         insertActivities.push({
           namespace: run.namespace,
           workflowId: run.workflowId,
@@ -409,8 +421,4 @@ function materialiseTask(
 
 function activityCanceled(scheduledEventId: number, now: number): NewEvent {
   return { type: 'ActivityCanceled', time: now, attributes: { scheduledEventId, startedEventId: 0 } };
-}
-
-function isClosing(c: WorkflowCommand): boolean {
-  return c.type === 'completeWorkflow' || c.type === 'failWorkflow' || c.type === 'cancelWorkflow';
 }

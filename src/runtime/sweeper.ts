@@ -10,6 +10,8 @@ import { applyFailure } from './workflow-tasks.js';
 
 /** Rows handled per sweep transaction; a backlog is worked off in batches of this size. */
 const BATCH = 100;
+/** How long a request id is remembered (ms). */
+export const REQUEST_ID_RETENTION_MS = 24 * 3_600_000;
 
 /**
  * One sweep: fires due timers, times out expired workflow-task leases and activity deadlines, in
@@ -33,6 +35,8 @@ export async function sweepOnce(ctx: RuntimeContext, sweeperId: string): Promise
     handled += n;
     if (n < BATCH) break;
   }
+  // Request ids make a retried call a no-op; a retry comes within seconds, so a day is ample.
+  await inTransaction(ctx, (tx) => tx.deleteRequestsBefore(ctx.clock.now() - REQUEST_ID_RETENTION_MS, BATCH));
   return handled;
 }
 

@@ -1,6 +1,7 @@
 import type { WorkflowCommand } from '../common/commands.js';
-import { type FailureInfo, StaleTokenError } from '../common/errors.js';
+import { type FailureInfo, StaleTokenError, ValidationError } from '../common/errors.js';
 import type { HistoryEvent, WorkflowTaskFailedCause } from '../common/events.js';
+import { LIMITS } from '../common/ids.js';
 import { planClaim, planCompletion, planFailure } from '../engine/workflow-task.js';
 import type { RunRecord, StoreTx } from '../store/store.js';
 import { appendEvents, inTransaction, type PendingWakes, patchRun, type RuntimeContext } from './context.js';
@@ -118,6 +119,14 @@ export async function completeWorkflowTask(
       workerId,
       bundleHash,
     });
+    const pendingAfter = activities.length - plan.deleteActivities.length + plan.insertActivities.length;
+    if (!plan.closed && plan.insertActivities.length > 0 && pendingAfter > LIMITS.pendingActivities) {
+      // Thrown before anything is written: the worker fails the task with this reason, history unchanged.
+      throw new ValidationError(
+        'scheduleActivity',
+        `the workflow would have ${pendingAfter} pending activities; the limit is ${LIMITS.pendingActivities}. Await some before scheduling more`,
+      );
+    }
     await appendEvents(tx, runId, run.nextEventId, plan.events);
     await tx.updateRun(runId, plan.patch);
     if (plan.bufferedUpTo > 0) await tx.deleteBuffered(runId, plan.bufferedUpTo);

@@ -391,6 +391,26 @@ export function defineStoreConformanceSuite(
     });
 
     describe('requests and queries', () => {
+      it('deleteRequestsBefore forgets old request ids, oldest first, up to the limit', async () => {
+        await tx(async (t) => {
+          for (let i = 0; i < 5; i++) {
+            await t.putRequest({
+              namespace: 'default',
+              requestId: `r${i}`,
+              kind: 'signal',
+              runId: 'run-1',
+              createdAt: T0 + i,
+            });
+          }
+        });
+        expect(await tx((t) => t.deleteRequestsBefore(T0 + 3, 2))).toBe(2);
+        expect(await tx((t) => t.deleteRequestsBefore(T0 + 3, 10))).toBe(1);
+        await store.read(async (t) => {
+          for (const id of ['r0', 'r1', 'r2']) expect(await t.getRequest('default', id)).toBeUndefined();
+          for (const id of ['r3', 'r4']) expect(await t.getRequest('default', id)).toBeDefined();
+        });
+      });
+
       it('putRequest stores per namespace and overwrites the same id', async () => {
         await tx(async (t) => {
           await t.putRequest({

@@ -193,6 +193,8 @@ export interface StoreTx extends StoreReader {
   /** Deletes the run's activities, timers, buffered events and open queries (the run closed). */
   deleteRunState(runId: string): Promise<void>;
   putRequest(request: RequestRecord): Promise<void>;
+  /** Forgets request ids recorded before `createdBefore` (oldest first, at most `limit`); returns how many. */
+  deleteRequestsBefore(createdBefore: number, limit: number): Promise<number>;
   insertQuery(query: QueryRecord): Promise<void>;
   updateQuery(
     id: string,

@@ -1,8 +1,9 @@
-import type { WorkflowInfo } from '../common/commands.js';
+import { isClosingCommand, type WorkflowInfo } from '../common/commands.js';
 import {
   DeadlockError,
   type FailureInfo,
   NonDeterminismError,
+  QueryNotRegisteredError,
   StaleTokenError,
   toFailureInfo,
 } from '../common/errors.js';
@@ -101,9 +102,7 @@ export class WorkflowTaskRunner {
         this.bundle.hash,
         this.workerId,
       );
-      const closes = result.commands.some(
-        (c) => c.type === 'completeWorkflow' || c.type === 'failWorkflow' || c.type === 'cancelWorkflow',
-      );
+      const closes = result.commands.some(isClosingCommand);
       if (outcome.outcome === 'committed' && !closes) {
         cached.completedEventId = outcome.completedEventId;
         this.cache.put(task.runId, cached);
@@ -140,7 +139,15 @@ export class WorkflowTaskRunner {
       const result = await this.#evaluate(query);
       await answerQuery(this.ctx, query.id, { result });
     } catch (err) {
-      await answerQuery(this.ctx, query.id, { failure: toFailureInfo(err) });
+      const failure = toFailureInfo(err);
+      // The client rebuilds QueryNotRegisteredError from these details (runtime/queries.ts fromQueryFailure).
+      if (err instanceof QueryNotRegisteredError) {
+        await answerQuery(this.ctx, query.id, {
+          failure: { ...failure, details: [err.queryType, [...err.knownQueries]] },
+        });
+        return;
+      }
+      await answerQuery(this.ctx, query.id, { failure });
     }
   }
 

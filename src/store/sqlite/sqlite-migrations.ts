@@ -121,6 +121,7 @@ CREATE TABLE requests (
   created_at INTEGER NOT NULL,
   PRIMARY KEY (namespace, request_id)
 );
+CREATE INDEX requests_created_at ON requests (created_at);
 
 CREATE TABLE queries (
   id TEXT PRIMARY KEY,

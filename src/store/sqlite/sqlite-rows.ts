@@ -394,6 +394,8 @@ const SQL = {
     'ON CONFLICT (namespace, request_id) DO UPDATE SET kind = excluded.kind, run_id = excluded.run_id, ' +
     'created_at = excluded.created_at',
   getRequest: 'SELECT * FROM requests WHERE namespace = ? AND request_id = ?',
+  deleteRequestsBefore:
+    'DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests WHERE created_at < ? ORDER BY created_at LIMIT ?)',
 
   insertQuery: insertSql('queries', QUERY_COLUMNS),
   getQuery: 'SELECT * FROM queries WHERE id = ?',

@@ -246,6 +246,10 @@ export class SqliteTx implements StoreTx {
     this.write(() => this.s.putRequest.run(r.namespace, r.requestId, r.kind, r.runId, r.createdAt));
   }
 
+  async deleteRequestsBefore(createdBefore: number, limit: number): Promise<number> {
+    return this.write(() => this.s.deleteRequestsBefore.run(createdBefore, limit).changes);
+  }
+
   async insertQuery(query: QueryRecord): Promise<void> {
     this.write(() => this.s.insertQuery.run(...encodeAll(QUERY_COLUMNS, query)));
   }
