@@ -6,12 +6,12 @@
 import { CancelledFailure } from '../common/errors.js';
 import { type ActivityInfo, currentActivity } from './context.js';
 
-export type { ActivityInfo } from './context.js';
 export {
   ApplicationFailure,
-  CancelledFailure,
   type ApplicationFailureOptions,
+  CancelledFailure,
 } from '../common/errors.js';
+export type { ActivityInfo } from './context.js';
 
 /** Facts about the current attempt, including the previous attempt's last heartbeat details. */
 export function activityInfo(): ActivityInfo {

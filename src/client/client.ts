@@ -6,7 +6,7 @@ import { toPayloads } from '../common/payload.js';
 import { Runtime } from '../runtime/runtime.js';
 import { startWorkflow } from '../runtime/workflow-ops.js';
 import { type SignalRef, WorkflowHandle } from './handle.js';
-import { type WorkflowStartOptions, compileStartOptions } from './start-options.js';
+import { compileStartOptions, type WorkflowStartOptions } from './start-options.js';
 
 export interface ClientOptions {
   readonly namespace?: string;
@@ -44,7 +44,10 @@ export class WorkflowClient {
   }
 
   /** Starts a run and waits for its result. */
-  async execute<W extends WorkflowRef>(workflow: W, options: WorkflowStartOptions<ArgsOf<W>>): Promise<ResultOf<W>> {
+  async execute<W extends WorkflowRef>(
+    workflow: W,
+    options: WorkflowStartOptions<ArgsOf<W>>,
+  ): Promise<ResultOf<W>> {
     const handle = await this.start(workflow, options);
     return handle.result();
   }
@@ -90,7 +93,11 @@ export class Client {
       throw new ValidationError('connection', "is required, e.g. 'sqlite:./longhaul.db'");
     }
     const namespace = validateId(options.namespace ?? 'default', 'namespace');
-    const runtime = await Runtime.acquire(url, { mode: 'client', logger: options.logger, clock: options.clock });
+    const runtime = await Runtime.acquire(url, {
+      mode: 'client',
+      logger: options.logger,
+      clock: options.clock,
+    });
     return new Client(runtime, namespace);
   }
 

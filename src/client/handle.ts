@@ -2,10 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { parseDuration } from '../common/duration.js';
 import {
   CancelledFailure,
+  fromFailureInfo,
   TerminatedFailure,
   TimeoutFailure,
   WorkflowFailedError,
-  fromFailureInfo,
 } from '../common/errors.js';
 import { type HistoryFile, toHistoryFile } from '../common/events.js';
 import { validateId } from '../common/ids.js';
@@ -14,17 +14,19 @@ import type { RuntimeContext } from '../runtime/context.js';
 import { waitForWake } from '../runtime/notifier.js';
 import { queryWorkflow } from '../runtime/queries.js';
 import {
-  type WorkflowDescription,
   describeWorkflow,
   readHistory,
   requestCancel,
   requireRun,
   signalWorkflow,
   terminateWorkflow,
+  type WorkflowDescription,
 } from '../runtime/workflow-ops.js';
 
 /** A signal or query given by its definition (from `defineSignal`/`defineQuery`) or by name. */
-export type SignalRef<Args extends unknown[] = unknown[]> = string | { readonly name: string; readonly __args?: Args };
+export type SignalRef<Args extends unknown[] = unknown[]> =
+  | string
+  | { readonly name: string; readonly __args?: Args };
 export type QueryRef<Ret = unknown, Args extends unknown[] = unknown[]> =
   | string
   | { readonly name: string; readonly __ret?: Ret; readonly __args?: Args };
@@ -59,18 +61,41 @@ export class WorkflowHandle<Ret = unknown> {
    * Asks the workflow a question; sees every signal whose call returned before (read-your-writes) and
    * leaves no trace in history. Fails with QueryTimeoutError if no worker answers in time (default 10s).
    */
-  async query<R = unknown, Args extends unknown[] = unknown[]>(def: QueryRef<R, Args>, ...args: Args): Promise<R> {
+  async query<R = unknown, Args extends unknown[] = unknown[]>(
+    def: QueryRef<R, Args>,
+    ...args: Args
+  ): Promise<R> {
     const name = nameOf(def, 'query');
     const payloads = toPayloads(args, 'query args');
-    return (await queryWorkflow(this.ctx, this.namespace, this.workflowId, this.runId, name, payloads, 10_000)) as R;
+    return (await queryWorkflow(
+      this.ctx,
+      this.namespace,
+      this.workflowId,
+      this.runId,
+      name,
+      payloads,
+      10_000,
+    )) as R;
   }
 
   /** Like `query`, with an explicit timeout. */
-  async queryWithTimeout<R = unknown>(def: QueryRef<R>, timeout: number | string, ...args: unknown[]): Promise<R> {
+  async queryWithTimeout<R = unknown>(
+    def: QueryRef<R>,
+    timeout: number | string,
+    ...args: unknown[]
+  ): Promise<R> {
     const name = nameOf(def, 'query');
     const ms = parseDuration(timeout, 'timeout');
     const payloads = toPayloads(args, 'query args');
-    return (await queryWorkflow(this.ctx, this.namespace, this.workflowId, this.runId, name, payloads, ms)) as R;
+    return (await queryWorkflow(
+      this.ctx,
+      this.namespace,
+      this.workflowId,
+      this.runId,
+      name,
+      payloads,
+      ms,
+    )) as R;
   }
 
   /**
@@ -97,7 +122,11 @@ export class WorkflowHandle<Ret = unknown> {
               'failed',
             );
           case 'WorkflowCanceled':
-            throw new WorkflowFailedError(`workflow ${run.workflowId} was cancelled`, new CancelledFailure(), 'canceled');
+            throw new WorkflowFailedError(
+              `workflow ${run.workflowId} was cancelled`,
+              new CancelledFailure(),
+              'canceled',
+            );
           case 'WorkflowTerminated':
             throw new WorkflowFailedError(
               `workflow ${run.workflowId} was terminated${closing.attributes.reason ? `: ${closing.attributes.reason}` : ''}`,

@@ -1,12 +1,8 @@
-export { Client, WorkflowClient, type ClientOptions, type WorkflowRef } from './client.js';
-export { WorkflowHandle, type QueryRef, type SignalRef } from './handle.js';
-export type { WorkflowStartOptions } from './start-options.js';
-export type { WorkflowDescription, PendingActivityDescription, IdConflictPolicy, IdReusePolicy } from '../runtime/workflow-ops.js';
-export type { HistoryFile } from '../common/events.js';
 export {
   ActivityFailure,
   ApplicationFailure,
   CancelledFailure,
+  isCancellation,
   LonghaulError,
   QueryFailedError,
   QueryNotRegisteredError,
@@ -18,5 +14,14 @@ export {
   WorkflowExecutionAlreadyStartedError,
   WorkflowFailedError,
   WorkflowNotFoundError,
-  isCancellation,
 } from '../common/errors.js';
+export type { HistoryFile } from '../common/events.js';
+export type {
+  IdConflictPolicy,
+  IdReusePolicy,
+  PendingActivityDescription,
+  WorkflowDescription,
+} from '../runtime/workflow-ops.js';
+export { Client, type ClientOptions, WorkflowClient, type WorkflowRef } from './client.js';
+export { type QueryRef, type SignalRef, WorkflowHandle } from './handle.js';
+export type { WorkflowStartOptions } from './start-options.js';

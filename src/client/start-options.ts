@@ -29,7 +29,10 @@ export interface WorkflowStartOptions<Args extends unknown[] = unknown[]> {
 }
 
 const duration = (field: string) =>
-  z.unknown().optional().transform((v) => (v === undefined ? undefined : parseDuration(v, field)));
+  z
+    .unknown()
+    .optional()
+    .transform((v) => (v === undefined ? undefined : parseDuration(v, field)));
 
 const plainObject = (field: string) =>
   z
@@ -41,9 +44,18 @@ const plainObject = (field: string) =>
     });
 
 const startSchema = z.object({
-  workflowId: z.unknown().optional().transform((v) => validateId(v, 'workflowId')),
-  taskQueue: z.unknown().optional().transform((v) => validateId(v, 'taskQueue')),
-  args: z.unknown().optional().transform((v) => toPayloads((v ?? []) as unknown[], 'args')),
+  workflowId: z
+    .unknown()
+    .optional()
+    .transform((v) => validateId(v, 'workflowId')),
+  taskQueue: z
+    .unknown()
+    .optional()
+    .transform((v) => validateId(v, 'taskQueue')),
+  args: z
+    .unknown()
+    .optional()
+    .transform((v) => toPayloads((v ?? []) as unknown[], 'args')),
   workflowExecutionTimeout: duration('workflowExecutionTimeout'),
   workflowRunTimeout: duration('workflowRunTimeout'),
   workflowTaskTimeout: duration('workflowTaskTimeout'),
@@ -51,21 +63,25 @@ const startSchema = z.object({
   searchAttributes: plainObject('searchAttributes'),
   memo: plainObject('memo'),
   idConflictPolicy: z.enum(['fail', 'useExisting', 'terminateExisting']).default('fail'),
-  idReusePolicy: z.enum(['allowDuplicate', 'allowDuplicateFailedOnly', 'rejectDuplicate']).default('allowDuplicate'),
-  requestId: z.unknown().optional().transform((v) => (v === undefined ? undefined : validateId(v, 'requestId'))),
+  idReusePolicy: z
+    .enum(['allowDuplicate', 'allowDuplicateFailedOnly', 'rejectDuplicate'])
+    .default('allowDuplicate'),
+  requestId: z
+    .unknown()
+    .optional()
+    .transform((v) => (v === undefined ? undefined : validateId(v, 'requestId'))),
 });
 
 /** Default workflow task timeout (ms). */
 export const DEFAULT_WORKFLOW_TASK_TIMEOUT_MS = 10_000;
 
 /** Validates start options into a start request; every error is a ValidationError naming the field. */
-export function compileStartOptions(
-  namespace: string,
-  workflowType: string,
-  options: unknown,
-): StartRequest {
+export function compileStartOptions(namespace: string, workflowType: string, options: unknown): StartRequest {
   if (typeof options !== 'object' || options === null) {
-    throw new ValidationError('options', 'start needs an options object with at least workflowId and taskQueue');
+    throw new ValidationError(
+      'options',
+      'start needs an options object with at least workflowId and taskQueue',
+    );
   }
   const parsed = parseWith(startSchema, options);
   const workflowTaskTimeoutMs = parsed.workflowTaskTimeout ?? DEFAULT_WORKFLOW_TASK_TIMEOUT_MS;

@@ -60,7 +60,8 @@ export function parseDuration(value: unknown, field: string): number {
   }
   const m = PATTERN.exec(value);
   const unit = m?.[2]?.toLowerCase() ?? '';
-  const perUnit = UNIT_MS[unit === '' ? 'ms' : unit];
+  // A string needs a unit ('10' is ambiguous: write 10 or '10ms'); see the doc comment above.
+  const perUnit = unit === '' ? undefined : UNIT_MS[unit];
   if (!m || perUnit === undefined) {
     throw new ValidationError(
       field,

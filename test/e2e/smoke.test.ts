@@ -1,7 +1,7 @@
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client } from 'longhaul/client';
 import { Worker } from 'longhaul/worker';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as activities from '../fixtures/e2e/activities.js';
 
 const workflowsPath = fileURLToPath(new URL('../fixtures/e2e/workflows.ts', import.meta.url));
@@ -23,7 +23,11 @@ describe('smoke', () => {
   });
 
   it('runs a workflow with an activity', async () => {
-    const result = await client.workflow.execute('hello', { workflowId: 'h1', taskQueue: 'q', args: ['bob'] });
+    const result = await client.workflow.execute('hello', {
+      workflowId: 'h1',
+      taskQueue: 'q',
+      args: ['bob'],
+    });
     expect(result).toBe('hello bob');
   });
 });

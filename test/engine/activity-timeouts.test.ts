@@ -6,11 +6,15 @@ import {
   planHeartbeat,
 } from '../../src/engine/activity-attempt.js';
 import { activityDeadline, expiredActivityTimeout } from '../../src/engine/activity-timeouts.js';
-import { T0, activity, options } from './fixtures.js';
+import { activity, options, T0 } from './fixtures.js';
 
 describe('activity timeouts', () => {
   it('schedule-to-start fires while the attempt waits to be claimed', () => {
-    const a = activity({ phase: 'scheduled', startedTime: null, options: options({ scheduleToStartTimeoutMs: 5000 }) });
+    const a = activity({
+      phase: 'scheduled',
+      startedTime: null,
+      options: options({ scheduleToStartTimeoutMs: 5000 }),
+    });
     expect(activityDeadline(a)).toBe(T0 + 5000);
     expect(expiredActivityTimeout(a, T0 + 4999)).toBeNull();
     expect(expiredActivityTimeout(a, T0 + 5000)).toBe('scheduleToStart');
@@ -32,7 +36,11 @@ describe('activity timeouts', () => {
   });
 
   it('schedule-to-close spans every attempt', () => {
-    const a = activity({ options: options({ scheduleToCloseTimeoutMs: 10_000 }), attempt: 3, startedTime: T0 + 9000 });
+    const a = activity({
+      options: options({ scheduleToCloseTimeoutMs: 10_000 }),
+      attempt: 3,
+      startedTime: T0 + 9000,
+    });
     expect(expiredActivityTimeout(a, T0 + 10_000)).toBe('scheduleToClose');
   });
 
@@ -61,7 +69,11 @@ describe('activity timeouts', () => {
   });
 
   it('schedule-to-start and schedule-to-close timeouts end the scheduling', () => {
-    const a = activity({ phase: 'scheduled', startedTime: null, options: options({ scheduleToStartTimeoutMs: 10 }) });
+    const a = activity({
+      phase: 'scheduled',
+      startedTime: null,
+      options: options({ scheduleToStartTimeoutMs: 10 }),
+    });
     const o = planActivityTimedOut(a, 'scheduleToStart', T0 + 10);
     expect(o.kind).toBe('closed');
     if (o.kind !== 'closed') return;
@@ -69,7 +81,10 @@ describe('activity timeouts', () => {
   });
 
   it('a final failure records ActivityStarted for the attempt that ended it, then ActivityFailed', () => {
-    const a = activity({ attempt: 2, options: options({ retry: { ...options().retry, maximumAttempts: 2 } }) });
+    const a = activity({
+      attempt: 2,
+      options: options({ retry: { ...options().retry, maximumAttempts: 2 } }),
+    });
     const o = planActivityFailed(a, { kind: 'application', type: 'Error', message: 'x' }, T0 + 5, null);
     expect(o.kind).toBe('closed');
     if (o.kind !== 'closed') return;

@@ -6,14 +6,16 @@ import {
   retryDelayMs,
   workflowTaskBackoffMs,
 } from '../../src/engine/retry-policy.js';
-import { T0, retry } from './fixtures.js';
+import { retry, T0 } from './fixtures.js';
 
 const boom: FailureInfo = { kind: 'application', type: 'Error', message: 'boom' };
 
 describe('activity retry policy', () => {
   it('backs off exponentially from the initial interval and caps at the maximum interval', () => {
     const policy = { ...retry, initialIntervalMs: 1000, backoffCoefficient: 2, maximumIntervalMs: 10_000 };
-    expect([1, 2, 3, 4, 5, 6].map((a) => retryDelayMs(policy, a))).toEqual([1000, 2000, 4000, 8000, 10_000, 10_000]);
+    expect([1, 2, 3, 4, 5, 6].map((a) => retryDelayMs(policy, a))).toEqual([
+      1000, 2000, 4000, 8000, 10_000, 10_000,
+    ]);
   });
 
   it('retries without limit when maximumAttempts is 0', () => {
@@ -24,7 +26,10 @@ describe('activity retry policy', () => {
   it('stops after maximumAttempts attempts', () => {
     const policy = { ...retry, maximumAttempts: 3 };
     expect(decideRetry(policy, 2, boom, T0, null).retry).toBe(true);
-    expect(decideRetry(policy, 3, boom, T0, null)).toEqual({ retry: false, retryState: 'maximumAttemptsReached' });
+    expect(decideRetry(policy, 3, boom, T0, null)).toEqual({
+      retry: false,
+      retryState: 'maximumAttemptsReached',
+    });
   });
 
   it('does not retry failures marked non-retryable or whose type is listed', () => {
@@ -38,7 +43,9 @@ describe('activity retry policy', () => {
   });
 
   it('does not retry a cancellation', () => {
-    expect(decideRetry(retry, 1, { kind: 'cancelled', type: 'CancelledFailure', message: 'x' }, T0, null)).toEqual({
+    expect(
+      decideRetry(retry, 1, { kind: 'cancelled', type: 'CancelledFailure', message: 'x' }, T0, null),
+    ).toEqual({
       retry: false,
       retryState: 'cancelRequested',
     });
@@ -53,6 +60,8 @@ describe('activity retry policy', () => {
 describe('workflow task retry backoff', () => {
   it('starts at the initial interval, doubles, and is capped', () => {
     const r = DEFAULT_WORKFLOW_TASK_RETRY;
-    expect([2, 3, 4, 5, 6, 7].map((a) => workflowTaskBackoffMs(r, a))).toEqual([1000, 2000, 4000, 8000, 10_000, 10_000]);
+    expect([2, 3, 4, 5, 6, 7].map((a) => workflowTaskBackoffMs(r, a))).toEqual([
+      1000, 2000, 4000, 8000, 10_000, 10_000,
+    ]);
   });
 });

@@ -3,7 +3,7 @@ import type { WorkflowCommand } from '../../src/common/commands.js';
 import type { NewEvent } from '../../src/common/events.js';
 import { planClaim, planCompletion, planDelivery, planFailure } from '../../src/engine/workflow-task.js';
 import type { BufferedEvent } from '../../src/store/store.js';
-import { T0, activity, options, run } from './fixtures.js';
+import { activity, options, run, T0 } from './fixtures.js';
 
 const signal = (name: string): NewEvent => ({
   type: 'SignalReceived',
@@ -73,8 +73,17 @@ describe('completing a task', () => {
       { type: 'startTimer', seq: 1, durationMs: 5000 },
     ]);
     expect(p.outcome).toBe('committed');
-    expect(p.events.map((e) => e.type)).toEqual(['WorkflowTaskCompleted', 'ActivityScheduled', 'TimerStarted']);
-    expect(p.insertActivities[0]).toMatchObject({ scheduledEventId: 5, activityId: '1', phase: 'scheduled', attempt: 1 });
+    expect(p.events.map((e) => e.type)).toEqual([
+      'WorkflowTaskCompleted',
+      'ActivityScheduled',
+      'TimerStarted',
+    ]);
+    expect(p.insertActivities[0]).toMatchObject({
+      scheduledEventId: 5,
+      activityId: '1',
+      phase: 'scheduled',
+      attempt: 1,
+    });
     expect(p.insertTimers[0]).toMatchObject({ timerKey: '1', fireAt: T0 + 10 + 5000, startedEventId: 6 });
     expect(p.patch).toMatchObject({ wftPhase: 'idle', nextEventId: 7, lastCompletedTaskEventId: 4 });
   });
@@ -95,7 +104,11 @@ describe('completing a task', () => {
     const p = complete([{ type: 'completeWorkflow', result: 1 }], [{ seq: 3, event: signal('late') }]);
     expect(p.outcome).toBe('discarded');
     expect(p.closed).toBe(false);
-    expect(p.events.map((e) => e.type)).toEqual(['WorkflowTaskFailed', 'SignalReceived', 'WorkflowTaskScheduled']);
+    expect(p.events.map((e) => e.type)).toEqual([
+      'WorkflowTaskFailed',
+      'SignalReceived',
+      'WorkflowTaskScheduled',
+    ]);
     expect(p.events[0]!.attributes).toMatchObject({ cause: 'UnhandledSignal' });
     expect(p.patch).toMatchObject({ wftPhase: 'scheduled', wftAttempt: 1 });
   });
@@ -112,7 +125,11 @@ describe('completing a task', () => {
   });
 
   it('records a retried task it completes as one task (Scheduled, Started, Completed)', () => {
-    const p = complete([{ type: 'completeWorkflow' }], [], { wftAttempt: 4, wftScheduledEventId: 0, wftStartedEventId: 0 });
+    const p = complete([{ type: 'completeWorkflow' }], [], {
+      wftAttempt: 4,
+      wftScheduledEventId: 0,
+      wftStartedEventId: 0,
+    });
     expect(p.events.map((e) => e.type)).toEqual([
       'WorkflowTaskScheduled',
       'WorkflowTaskStarted',
@@ -168,7 +185,12 @@ describe('failing a task', () => {
       retry: { initialMs: 1000, maxMs: 10_000 },
     });
     expect(p.events.map((e) => e.type)).toEqual(['WorkflowTaskFailed']);
-    expect(p.patch).toMatchObject({ wftPhase: 'scheduled', wftAttempt: 2, wftVisibleAt: T0 + 1000, wftFailure: failure });
+    expect(p.patch).toMatchObject({
+      wftPhase: 'scheduled',
+      wftAttempt: 2,
+      wftVisibleAt: T0 + 1000,
+      wftFailure: failure,
+    });
   });
 
   it('does not grow history on later failures', () => {

@@ -28,7 +28,7 @@ describe('workflow cache', () => {
     let heap = 0;
     const cache = new WorkflowCache<Entry>(100, 0.5, () => heap);
     const entries = Array.from({ length: 8 }, () => new Entry());
-    entries.forEach((e, i) => cache.put(String(i), e));
+    for (const [i, e] of entries.entries()) cache.put(String(i), e);
     expect(cache.size).toBe(8);
     heap = Number.MAX_SAFE_INTEGER;
     cache.put('8', new Entry());

@@ -1,0 +1,238 @@
+/**
+ * Shared set-up for the end-to-end tests: a real SQLite file in a fresh temp directory, workers running
+ * in this process, and a client. Every wait is bounded (`eventually`).
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
+import { Client, type WorkflowHandle } from 'longhaul/client';
+import { Worker, type WorkerOptions } from 'longhaul/worker';
+import { expect } from 'vitest';
+import * as baseActivities from '../fixtures/e2e/activities.js';
+import * as engineActivities from '../fixtures/e2e/engine-activities.js';
+
+/** Absolute path of a module under test/fixtures/e2e/. */
+export function fixture(name: string): string {
+  return fileURLToPath(new URL(`../fixtures/e2e/${name}`, import.meta.url));
+}
+
+/** The workflows module most tests run (it re-exports the smoke test's workflows too). */
+export const workflowsPath = fixture('engine-workflows.ts');
+
+/** Every fixture activity. */
+export const activities = { ...baseActivities, ...engineActivities };
+
+/** Worker options that keep the suite fast: short polls, sweeps and workflow-task backoff. */
+export const fastWorkerOptions = {
+  pollInterval: '20ms',
+  sweepInterval: '50ms',
+  shutdownGraceTime: '2s',
+  workflowTaskRetry: { initialInterval: '50ms', maximumInterval: '200ms' },
+} satisfies Partial<WorkerOptions>;
+
+export interface EnvOptions {
+  /** Task queue of the default worker (default 'e2e'). */
+  readonly taskQueue?: string;
+  /** Options of the worker started with the environment, or `false` to start none. */
+  readonly worker?: Partial<WorkerOptions> | false;
+}
+
+interface RunningWorker {
+  readonly worker: Worker;
+  readonly running: Promise<void>;
+}
+
+let counter = 0;
+
+/** A unique workflow id for one test. */
+export function uniqueId(prefix: string): string {
+  counter++;
+  return `${prefix}-${counter}-${Date.now().toString(36)}`;
+}
+
+export class TestEnv {
+  readonly #workers: RunningWorker[] = [];
+  #client: Client | undefined;
+
+  private constructor(
+    readonly dir: string,
+    readonly dbPath: string,
+    readonly url: string,
+    readonly taskQueue: string,
+  ) {}
+
+  /** Creates the temp dir and store, starts a worker (unless `worker: false`) and connects a client. */
+  static async create(options: EnvOptions = {}): Promise<TestEnv> {
+    const dir = await mkdtemp(path.join(tmpdir(), 'longhaul-e2e-'));
+    const dbPath = path.join(dir, 'db.sqlite');
+    const env = new TestEnv(dir, dbPath, `sqlite:${dbPath}`, options.taskQueue ?? 'e2e');
+    try {
+      if (options.worker === false) {
+        // A worker (a node) creates the store; a client never does.
+        const bootstrap = await Worker.create({ connection: env.url, taskQueue: env.taskQueue, activities });
+        await bootstrap.shutdown();
+      } else {
+        await env.startWorker(options.worker ?? {});
+      }
+      env.#client = await Client.connect(env.url);
+    } catch (err) {
+      await env.close();
+      throw err;
+    }
+    return env;
+  }
+
+  get client(): Client {
+    if (!this.#client) throw new Error('the environment has no client (closed?)');
+    return this.#client;
+  }
+
+  /** The most recently started worker that is still running. */
+  get worker(): Worker {
+    const last = this.#workers[this.#workers.length - 1];
+    if (!last) throw new Error('no worker is running');
+    return last.worker;
+  }
+
+  /** Creates and runs a worker on this store; options override the fast defaults. */
+  async startWorker(overrides: Partial<WorkerOptions> = {}): Promise<Worker> {
+    const worker = await Worker.create({
+      connection: this.url,
+      taskQueue: this.taskQueue,
+      workflowsPath,
+      activities,
+      ...fastWorkerOptions,
+      ...overrides,
+    });
+    this.#workers.push({ worker, running: worker.run() });
+    return worker;
+  }
+
+  /** Shuts a worker down (default: every running worker) and waits until it has stopped. */
+  async stopWorker(worker?: Worker): Promise<void> {
+    const targets = worker ? this.#workers.filter((w) => w.worker === worker) : [...this.#workers];
+    for (const t of targets) {
+      await t.worker.shutdown();
+      await t.running;
+      this.#workers.splice(this.#workers.indexOf(t), 1);
+    }
+  }
+
+  /** Number of runs stored for `workflowId` (every run when omitted), read straight from the file. */
+  countRuns(workflowId?: string): number {
+    const db = new Database(this.dbPath, { readonly: true, fileMustExist: true });
+    try {
+      const row = (
+        workflowId === undefined
+          ? db.prepare('SELECT count(*) AS n FROM runs').get()
+          : db.prepare('SELECT count(*) AS n FROM runs WHERE workflow_id = ?').get(workflowId)
+      ) as { n: number };
+      return row.n;
+    } finally {
+      db.close();
+    }
+  }
+
+  /** Stops every worker, closes the client and removes the temp dir. */
+  async close(): Promise<void> {
+    await this.stopWorker();
+    await this.#client?.close();
+    this.#client = undefined;
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Retries `fn` until it returns without throwing; fails with its last error after `timeoutMs`. */
+export async function eventually<T>(fn: () => T | Promise<T>, timeoutMs = 5000, intervalMs = 20): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (Date.now() >= deadline) throw err;
+    }
+    await delay(intervalMs);
+  }
+}
+
+export function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Awaits a promise that must reject with an instance of `cls` (within `timeoutMs`), and returns the error. */
+export async function rejectsWith<E>(
+  p: Promise<unknown>,
+  // biome-ignore lint/suspicious/noExplicitAny: any error class, whatever its constructor takes.
+  cls: abstract new (...args: any[]) => E,
+  timeoutMs = 10_000,
+): Promise<E> {
+  const TIMEOUT = Symbol('timeout');
+  let timer: NodeJS.Timeout | undefined;
+  const outcome = await Promise.race([
+    p.then(
+      () => ({ resolved: true as const }),
+      (error: unknown) => ({ resolved: false as const, error }),
+    ),
+    new Promise<typeof TIMEOUT>((resolve) => {
+      timer = setTimeout(() => resolve(TIMEOUT), timeoutMs);
+    }),
+  ]);
+  clearTimeout(timer);
+  if (outcome === TIMEOUT)
+    throw new Error(`expected a rejection with ${cls.name} within ${timeoutMs} ms; none came`);
+  if (outcome.resolved) throw new Error(`expected a rejection with ${cls.name}, but the promise resolved`);
+  expect(outcome.error).toBeInstanceOf(cls);
+  return outcome.error as E;
+}
+
+/** Calls `fn`, which must throw synchronously or reject with `cls`; returns the error. */
+export async function throwsWith<E>(
+  fn: () => unknown,
+  // biome-ignore lint/suspicious/noExplicitAny: any error class, whatever its constructor takes.
+  cls: abstract new (...args: any[]) => E,
+): Promise<E> {
+  let p: Promise<unknown>;
+  try {
+    p = Promise.resolve(fn());
+  } catch (err) {
+    expect(err).toBeInstanceOf(cls);
+    return err as E;
+  }
+  return rejectsWith(p, cls);
+}
+
+/** Waits (bounded) for a run's result. */
+export async function resultWithin<T>(handle: WorkflowHandle<T>, timeoutMs = 10_000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      handle.result(),
+      new Promise<never>((_resolve, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`workflow ${handle.workflowId} did not close within ${timeoutMs} ms`)),
+          timeoutMs,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Event types of a run's history, in order. */
+export async function historyTypes(handle: WorkflowHandle<unknown>): Promise<string[]> {
+  return (await handle.fetchHistory()).events.map((e) => e.type);
+}
+
+/** Events of one type in a run's history. */
+export async function eventsOf(
+  handle: WorkflowHandle<unknown>,
+  type: string,
+): Promise<{ eventId: number; type: string; time: string; attributes: Record<string, unknown> }[]> {
+  const { events } = await handle.fetchHistory();
+  return events
+    .filter((e) => e.type === type)
+    .map((e) => ({ ...e, attributes: e.attributes as Record<string, unknown> }));
+}

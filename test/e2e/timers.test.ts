@@ -1,0 +1,72 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { flag, sleeper, waitForFlag } from '../fixtures/e2e/engine-workflows.js';
+import { eventsOf, resultWithin, TestEnv, uniqueId } from './env.js';
+
+describe('timers: sleep and condition', () => {
+  let env: TestEnv;
+  beforeAll(async () => {
+    env = await TestEnv.create();
+  });
+  afterAll(async () => {
+    await env?.close();
+  });
+
+  it('sleep resolves no earlier than its duration, in workflow time and in real time', async () => {
+    const t0 = Date.now();
+    const handle = await env.client.workflow.start(sleeper, {
+      workflowId: uniqueId('sleep'),
+      taskQueue: env.taskQueue,
+      args: [200],
+    });
+    const workflowElapsed = await resultWithin(handle);
+    const realElapsed = Date.now() - t0;
+    expect(workflowElapsed).toBeGreaterThanOrEqual(200);
+    expect(realElapsed).toBeGreaterThanOrEqual(200);
+    const [started] = await eventsOf(handle, 'TimerStarted');
+    const [fired] = await eventsOf(handle, 'TimerFired');
+    expect(started!.attributes.durationMs).toBe(200);
+    expect(fired!.attributes.startedEventId).toBe(started!.eventId);
+    expect(Date.parse(fired!.time) - Date.parse(started!.time)).toBeGreaterThanOrEqual(200);
+  });
+
+  it('sleep(0) still records a timer and resumes', async () => {
+    const handle = await env.client.workflow.start(sleeper, {
+      workflowId: uniqueId('sleep0'),
+      taskQueue: env.taskQueue,
+      args: [0],
+    });
+    expect(await resultWithin(handle)).toBeGreaterThanOrEqual(0);
+    expect(await eventsOf(handle, 'TimerFired')).toHaveLength(1);
+  });
+
+  it('condition(fn, timeout) returns false after the timeout when nothing satisfies it', async () => {
+    const t0 = Date.now();
+    const handle = await env.client.workflow.start(waitForFlag, {
+      workflowId: uniqueId('cond-timeout'),
+      taskQueue: env.taskQueue,
+      args: [250],
+    });
+    const result = await resultWithin(handle);
+    expect(result.satisfied).toBe(false);
+    expect(result.waitedMs).toBeGreaterThanOrEqual(250);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
+    expect(await eventsOf(handle, 'TimerFired')).toHaveLength(1);
+    expect(await eventsOf(handle, 'TimerCanceled')).toHaveLength(0);
+  });
+
+  it('condition(fn, timeout) returns true when a signal satisfies it first, and cancels its timer', async () => {
+    const handle = await env.client.workflow.start(waitForFlag, {
+      workflowId: uniqueId('cond-signal'),
+      taskQueue: env.taskQueue,
+      args: [60_000],
+    });
+    await handle.signal(flag);
+    const result = await resultWithin(handle);
+    expect(result.satisfied).toBe(true);
+    expect(result.waitedMs).toBeLessThan(60_000);
+    expect(await eventsOf(handle, 'TimerFired')).toHaveLength(0);
+    const [canceled] = await eventsOf(handle, 'TimerCanceled');
+    const [started] = await eventsOf(handle, 'TimerStarted');
+    expect(canceled!.attributes.startedEventId).toBe(started!.eventId);
+  });
+});
