@@ -35,6 +35,9 @@ function nameOf(ref: string | { readonly name: string }, field: string): string 
   return validateId(typeof ref === 'string' ? ref : ref?.name, field);
 }
 
+/** How long a query waits for a worker's answer by default (ms). */
+const DEFAULT_QUERY_TIMEOUT_MS = 10_000;
+
 /** Longest pause between two reads while waiting for a result written by another process (ms). */
 const RESULT_POLL_MAX_MS = 200;
 
@@ -61,41 +64,21 @@ export class WorkflowHandle<Ret = unknown> {
    * Asks the workflow a question; sees every signal whose call returned before (read-your-writes) and
    * leaves no trace in history. Fails with QueryTimeoutError if no worker answers in time (default 10s).
    */
-  async query<R = unknown, Args extends unknown[] = unknown[]>(
-    def: QueryRef<R, Args>,
-    ...args: Args
-  ): Promise<R> {
-    const name = nameOf(def, 'query');
-    const payloads = toPayloads(args, 'query args');
-    return (await queryWorkflow(
-      this.ctx,
-      this.namespace,
-      this.workflowId,
-      this.runId,
-      name,
-      payloads,
-      10_000,
-    )) as R;
+  query<R = unknown, Args extends unknown[] = unknown[]>(def: QueryRef<R, Args>, ...args: Args): Promise<R> {
+    return this.queryWithTimeout(def, DEFAULT_QUERY_TIMEOUT_MS, ...args);
   }
 
   /** Like `query`, with an explicit timeout. */
-  async queryWithTimeout<R = unknown>(
-    def: QueryRef<R>,
+  async queryWithTimeout<R = unknown, Args extends unknown[] = unknown[]>(
+    def: QueryRef<R, Args>,
     timeout: number | string,
-    ...args: unknown[]
+    ...args: Args
   ): Promise<R> {
     const name = nameOf(def, 'query');
     const ms = parseDuration(timeout, 'timeout');
     const payloads = toPayloads(args, 'query args');
-    return (await queryWorkflow(
-      this.ctx,
-      this.namespace,
-      this.workflowId,
-      this.runId,
-      name,
-      payloads,
-      ms,
-    )) as R;
+    const ctx = this.ctx;
+    return (await queryWorkflow(ctx, this.namespace, this.workflowId, this.runId, name, payloads, ms)) as R;
   }
 
   /**
