@@ -351,7 +351,10 @@ export function planCompletion(input: CompletionInput): CompletionPlan {
   };
 }
 
-/** Plans a failed or timed-out workflow task: retried with backoff; only attempt 1 is recorded. */
+/**
+ * Plans a failed or timed-out workflow task: a failure is retried with backoff, a timeout at once; only
+ * attempt 1 is recorded.
+ */
 export function planFailure(input: {
   readonly run: RunRecord;
   readonly cause: WorkflowTaskFailedCause | 'TimedOut';
@@ -385,7 +388,8 @@ export function planFailure(input: {
       wftAttempt: nextAttempt,
       wftScheduledEventId: 0,
       wftStartedEventId: 0,
-      wftVisibleAt: now + workflowTaskBackoffMs(input.retry, nextAttempt),
+      // A timed-out task already waited its whole timeout (its worker died or stalled): retry at once.
+      wftVisibleAt: input.cause === 'TimedOut' ? now : now + workflowTaskBackoffMs(input.retry, nextAttempt),
       wftLeaseOwner: null,
       wftLeaseExpiresAt: 0,
       wftFailure: input.failure,

@@ -218,6 +218,7 @@ describe('failing a task', () => {
       retry: { initialMs: 1000, maxMs: 10_000 },
     });
     expect(p.events.map((e) => e.type)).toEqual(['WorkflowTaskTimedOut', 'SignalReceived']);
+    expect(p.patch).toMatchObject({ wftPhase: 'scheduled', wftAttempt: 2, wftVisibleAt: T0 });
     expect(p.bufferedUpTo).toBe(2);
   });
 });
