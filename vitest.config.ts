@@ -5,7 +5,12 @@ export default defineConfig({
   resolve: {
     conditions: ['source'],
     // Tests import the package by its public names, served from source.
-    alias: [{ find: /^longhaul\/(workflow|activity|client|worker)$/, replacement: fileURLToPath(new URL('./src/$1/index.ts', import.meta.url)) }],
+    alias: [
+      {
+        find: /^longhaul\/(workflow|activity|client|worker)$/,
+        replacement: fileURLToPath(new URL('./src/$1/index.ts', import.meta.url)),
+      },
+    ],
   },
   test: {
     include: ['test/**/*.test.ts', 'examples/**/*.test.ts'],
