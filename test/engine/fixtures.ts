@@ -1,27 +1,16 @@
 import type { ActivityOptionsMs } from '../../src/common/events.js';
+import { run as storeRun } from '../../src/store/conformance/records.js';
 import type { ActivityRecord, RunRecord } from '../../src/store/store.js';
 
 export const T0 = Date.UTC(2026, 0, 1);
 
+/** A run whose first workflow task (events 2, 3) is started. */
 export function run(overrides: Partial<RunRecord> = {}): RunRecord {
-  return {
-    namespace: 'default',
-    workflowId: 'wf-1',
-    runId: 'run-1',
-    workflowType: 'order',
+  return storeRun({
     taskQueue: 'q',
-    status: 'running',
-    nextEventId: 4,
     startTime: T0,
-    closeTime: null,
-    requestId: null,
-    workflowTaskTimeoutMs: 10_000,
-    cancelRequested: false,
-    memo: null,
-    searchAttributes: null,
-    lastCompletedTaskEventId: 0,
+    nextEventId: 4,
     wftPhase: 'started',
-    wftAttempt: 1,
     wftScheduledEventId: 2,
     wftStartedEventId: 3,
     wftVisibleAt: T0,
@@ -29,9 +18,8 @@ export function run(overrides: Partial<RunRecord> = {}): RunRecord {
     wftLeaseOwner: 'w1',
     wftLeaseExpiresAt: T0 + 10_000,
     wftToken: 1,
-    wftFailure: null,
     ...overrides,
-  };
+  });
 }
 
 export const retry = {

@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { StoreError, ValidationError } from '../../src/common/errors.js';
 import type { Logger } from '../../src/common/logger.js';
+import { run } from '../../src/store/conformance/records.js';
 import { classifyStoreError, isTransientStoreErrorClass } from '../../src/store/errors.js';
 import { openStore, parseSqliteConnection } from '../../src/store/open-store.js';
 import {
@@ -70,33 +71,7 @@ function schemaSnapshot(path = file): unknown {
 }
 
 function counterRun(): RunRecord {
-  return {
-    namespace: 'default',
-    workflowId: 'counter',
-    runId: 'counter',
-    workflowType: 'counter',
-    taskQueue: 'q',
-    status: 'running',
-    nextEventId: 0,
-    startTime: T0,
-    closeTime: null,
-    requestId: null,
-    workflowTaskTimeoutMs: 10_000,
-    cancelRequested: false,
-    memo: null,
-    searchAttributes: null,
-    lastCompletedTaskEventId: 0,
-    wftPhase: 'idle',
-    wftAttempt: 1,
-    wftScheduledEventId: 0,
-    wftStartedEventId: 0,
-    wftVisibleAt: T0,
-    wftStartedTime: 0,
-    wftLeaseOwner: null,
-    wftLeaseExpiresAt: 0,
-    wftToken: 0,
-    wftFailure: null,
-  };
+  return run({ workflowId: 'counter', runId: 'counter', workflowType: 'counter', nextEventId: 0 });
 }
 
 async function increment(store: Store): Promise<void> {
