@@ -51,25 +51,30 @@ export async function claimActivityTasks(
     for (const a of found) {
       const patch = planActivityStart(a, now, workerId);
       await tx.updateActivity(a.runId, a.scheduledEventId, patch);
-      tasks.push({
-        namespace: a.namespace,
-        workflowId: a.workflowId,
-        runId: a.runId,
-        scheduledEventId: a.scheduledEventId,
-        activityId: a.activityId,
-        activityType: a.activityType,
-        taskQueue: a.taskQueue,
-        input: a.input,
-        options: a.options,
-        attempt: a.attempt,
-        token: patch.token!,
-        scheduledTime: a.scheduledTime,
-        startedTime: now,
-        heartbeatDetails: a.heartbeatDetails,
-      });
+      tasks.push(activityTaskOf({ ...a, ...patch }, now));
     }
     return tasks;
   });
+}
+
+/** The task a worker runs for an attempt just started at `now`. */
+export function activityTaskOf(a: ActivityRecord, now: number): ActivityTask {
+  return {
+    namespace: a.namespace,
+    workflowId: a.workflowId,
+    runId: a.runId,
+    scheduledEventId: a.scheduledEventId,
+    activityId: a.activityId,
+    activityType: a.activityType,
+    taskQueue: a.taskQueue,
+    input: a.input,
+    options: a.options,
+    attempt: a.attempt,
+    token: a.token,
+    scheduledTime: a.scheduledTime,
+    startedTime: now,
+    heartbeatDetails: a.heartbeatDetails,
+  };
 }
 
 async function requireCurrentAttempt(tx: StoreTx, ref: ActivityTaskRef): Promise<ActivityRecord> {

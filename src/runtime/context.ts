@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Clock } from '../common/clock.js';
-import type { NewEvent } from '../common/events.js';
+import type { HistoryEvent, NewEvent } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
 import { linkStartedEventIds } from '../engine/activity-attempt.js';
 import type { WorkflowTaskRetry } from '../engine/retry-policy.js';
@@ -61,9 +61,11 @@ export async function appendEvents(
   runId: string,
   firstEventId: number,
   events: readonly NewEvent[],
-): Promise<void> {
-  if (events.length === 0) return;
-  await tx.appendEvents(runId, firstEventId, linkStartedEventIds(events, firstEventId));
+): Promise<HistoryEvent[]> {
+  if (events.length === 0) return [];
+  const linked = linkStartedEventIds(events, firstEventId);
+  await tx.appendEvents(runId, firstEventId, linked);
+  return linked.map((e, i) => ({ ...e, eventId: firstEventId + i }) as HistoryEvent);
 }
 
 /**

@@ -2,8 +2,10 @@ import type { WorkflowCommand } from '../common/commands.js';
 import { type FailureInfo, StaleTokenError, ValidationError } from '../common/errors.js';
 import type { HistoryEvent, WorkflowTaskFailedCause } from '../common/events.js';
 import { LIMITS } from '../common/ids.js';
+import { planActivityStart } from '../engine/activity-attempt.js';
 import { planClaim, planCompletion, planFailure } from '../engine/workflow-task.js';
 import type { RunRecord, StoreTx } from '../store/store.js';
+import { type ActivityTask, activityTaskOf } from './activity-tasks.js';
 import { appendEvents, inTransaction, type PendingWakes, patchRun, type RuntimeContext } from './context.js';
 
 /** A claimed workflow task: what a worker needs to run it, plus its fencing token. */
@@ -85,6 +87,21 @@ export interface CompletionResult {
   readonly outcome: 'committed' | 'discarded';
   /** Id of the WorkflowTaskCompleted event (0 when discarded). */
   readonly completedEventId: number;
+  /** The run's next event id after this commit. */
+  readonly nextEventId: number;
+  /** The events this commit appended, with their ids. */
+  readonly events: readonly HistoryEvent[];
+  /** Activities started in this commit for the completing worker to run at once (eager dispatch). */
+  readonly eagerActivities: readonly ActivityTask[];
+}
+
+/** A worker that can run activities of its queue right away: they are started in the scheduling commit. */
+export interface EagerDispatch {
+  readonly namespace: string;
+  readonly taskQueue: string;
+  readonly workerId: string;
+  /** How many activities it can start now. */
+  readonly slots: number;
 }
 
 /**
@@ -99,65 +116,102 @@ export async function completeWorkflowTask(
   commands: readonly WorkflowCommand[],
   bundleHash: string,
   workerId: string,
+  eager?: EagerDispatch,
 ): Promise<CompletionResult> {
   return inTransaction(ctx, async (tx, wakes) => {
     const run = await requireCurrentTask(tx, runId, token);
-    const now = ctx.clock.now();
-    const buffered = await tx.listBuffered(runId);
-    const activities = await tx.listActivities(runId);
-    const timers = await tx.listTimers(runId);
-    const pending = new Map(activities.map((a) => [a.activityId, a]));
-    const closedActivityEventIds = await scheduledEventIdsOfClosed(tx, run, commands, pending);
-    const plan = planCompletion({
-      run,
-      commands,
-      buffered,
-      activities: pending,
-      closedActivityEventIds,
-      timers: new Map(timers.map((t) => [t.timerKey, t])),
-      now,
-      workerId,
-      bundleHash,
-    });
-    const pendingAfter = activities.length - plan.deleteActivities.length + plan.insertActivities.length;
-    if (!plan.closed && plan.insertActivities.length > 0 && pendingAfter > LIMITS.pendingActivities) {
-      // Thrown before anything is written: the worker fails the task with this reason, history unchanged.
-      throw new ValidationError(
-        'scheduleActivity',
-        `the workflow would have ${pendingAfter} pending activities; the limit is ${LIMITS.pendingActivities}. Await some before scheduling more`,
-      );
-    }
-    await appendEvents(tx, runId, run.nextEventId, plan.events);
-    await tx.updateRun(runId, plan.patch);
-    if (plan.bufferedUpTo > 0) await tx.deleteBuffered(runId, plan.bufferedUpTo);
-    if (plan.closed) {
-      await tx.deleteRunState(runId);
-      for (const a of activities) {
-        if (a.phase === 'started')
-          wakes.add({ kind: 'activityCancel', runId, scheduledEventId: a.scheduledEventId });
-      }
-    } else {
-      for (const a of plan.insertActivities) {
-        await tx.insertActivity(a);
-        wakes.add({ kind: 'activityTask', namespace: a.namespace, taskQueue: a.taskQueue });
-      }
-      for (const id of plan.deleteActivities) await tx.deleteActivity(runId, id);
-      for (const id of plan.cancelActivities) {
-        await tx.updateActivity(runId, id, { cancelRequested: true });
-        wakes.add({ kind: 'activityCancel', runId, scheduledEventId: id });
-      }
-      for (const t of plan.insertTimers) {
-        await tx.insertTimer(t);
-        wakes.add({ kind: 'timer', fireAt: t.fireAt });
-      }
-      for (const key of plan.deleteTimers) await tx.deleteTimer(runId, key);
-    }
-    if (plan.patch.wftPhase === 'scheduled') {
-      wakes.add({ kind: 'workflowTask', namespace: run.namespace, taskQueue: run.taskQueue });
-    }
-    wakes.add({ kind: 'runChanged', runId });
-    return { outcome: plan.outcome, completedEventId: plan.completedEventId };
+    return applyCompletion(ctx, tx, wakes, run, commands, bundleHash, workerId, eager);
   });
+}
+
+/** The commit of a started workflow task inside a transaction; shared by the ordinary and the hot path. */
+export async function applyCompletion(
+  ctx: RuntimeContext,
+  tx: StoreTx,
+  wakes: PendingWakes,
+  run: RunRecord,
+  commands: readonly WorkflowCommand[],
+  bundleHash: string,
+  workerId: string,
+  eager: EagerDispatch | undefined,
+): Promise<CompletionResult> {
+  const runId = run.runId;
+  const now = ctx.clock.now();
+  const buffered = await tx.listBuffered(runId);
+  const activities = await tx.listActivities(runId);
+  const timers = await tx.listTimers(runId);
+  const pending = new Map(activities.map((a) => [a.activityId, a]));
+  const closedActivityEventIds = await scheduledEventIdsOfClosed(tx, run, commands, pending);
+  const plan = planCompletion({
+    run,
+    commands,
+    buffered,
+    activities: pending,
+    closedActivityEventIds,
+    timers: new Map(timers.map((t) => [t.timerKey, t])),
+    now,
+    workerId,
+    bundleHash,
+  });
+  const pendingAfter = activities.length - plan.deleteActivities.length + plan.insertActivities.length;
+  if (!plan.closed && plan.insertActivities.length > 0 && pendingAfter > LIMITS.pendingActivities) {
+    // Thrown before anything is written: the worker fails the task with this reason, history unchanged.
+    throw new ValidationError(
+      'scheduleActivity',
+      `the workflow would have ${pendingAfter} pending activities; the limit is ${LIMITS.pendingActivities}. Await some before scheduling more`,
+    );
+  }
+  const events = await appendEvents(tx, runId, run.nextEventId, plan.events);
+  await tx.updateRun(runId, plan.patch);
+  if (plan.bufferedUpTo > 0) await tx.deleteBuffered(runId, plan.bufferedUpTo);
+  const eagerActivities: ActivityTask[] = [];
+  if (plan.closed) {
+    await tx.deleteRunState(runId);
+    for (const a of activities) {
+      if (a.phase === 'started')
+        wakes.add({ kind: 'activityCancel', runId, scheduledEventId: a.scheduledEventId });
+    }
+  } else {
+    let slots = eager?.slots ?? 0;
+    for (const scheduled of plan.insertActivities) {
+      if (
+        eager &&
+        slots > 0 &&
+        scheduled.namespace === eager.namespace &&
+        scheduled.taskQueue === eager.taskQueue
+      ) {
+        // Eager dispatch: started in the same commit as scheduled, so schedule-to-start is zero.
+        slots--;
+        const started = { ...scheduled, ...planActivityStart(scheduled, now, eager.workerId) };
+        await tx.insertActivity(started);
+        eagerActivities.push(activityTaskOf(started, now));
+        continue;
+      }
+      await tx.insertActivity(scheduled);
+      wakes.add({ kind: 'activityTask', namespace: scheduled.namespace, taskQueue: scheduled.taskQueue });
+    }
+    for (const id of plan.deleteActivities) await tx.deleteActivity(runId, id);
+    for (const id of plan.cancelActivities) {
+      await tx.updateActivity(runId, id, { cancelRequested: true });
+      wakes.add({ kind: 'activityCancel', runId, scheduledEventId: id });
+    }
+    for (const t of plan.insertTimers) {
+      await tx.insertTimer(t);
+      wakes.add({ kind: 'timer', fireAt: t.fireAt });
+    }
+    for (const key of plan.deleteTimers) await tx.deleteTimer(runId, key);
+  }
+  if (plan.patch.wftPhase === 'scheduled') {
+    wakes.add({ kind: 'workflowTask', namespace: run.namespace, taskQueue: run.taskQueue });
+  }
+  wakes.add({ kind: 'runChanged', runId });
+  return {
+    outcome: plan.outcome,
+    completedEventId: plan.completedEventId,
+    nextEventId: plan.patch.nextEventId ?? run.nextEventId,
+    events,
+    eagerActivities,
+  };
 }
 
 /** Cancelling an activity whose result is already in: its scheduled event id comes from history. */

@@ -17,7 +17,8 @@ export type ActivityFunction = (...args: any[]) => unknown;
 
 /** How the executor reports attempts; the worker binds it to the runtime. */
 export interface ActivityReporter {
-  complete(ref: ActivityTaskRef, result: unknown): Promise<void>;
+  /** Gets the whole task (not just its ref) so a worker holding the run can take the hot path. */
+  complete(task: ActivityTask, result: unknown): Promise<void>;
   fail(ref: ActivityTaskRef, failure: FailureInfo, heartbeatDetails: unknown): Promise<void>;
   canceled(ref: ActivityTaskRef, details: unknown): Promise<void>;
   heartbeat(ref: ActivityTaskRef, details: unknown): Promise<{ cancelRequested: boolean }>;
@@ -54,16 +55,32 @@ export class ActivityExecutor {
     readonly maxConcurrent: number,
   ) {}
 
+  /** Slots promised to attempts that are being started in a commit right now (eager dispatch). */
+  #reserved = 0;
+
   get available(): number {
-    return Math.max(0, this.maxConcurrent - this.#running.size);
+    return Math.max(0, this.maxConcurrent - this.#running.size - this.#reserved);
+  }
+
+  /** Reserves up to `wanted` slots for eagerly dispatched attempts; returns how many it got. */
+  reserve(wanted: number): number {
+    const got = Math.min(wanted, this.available);
+    this.#reserved += got;
+    return got;
+  }
+
+  /** Gives back reserved slots that were not used. */
+  release(count: number): void {
+    this.#reserved = Math.max(0, this.#reserved - count);
   }
 
   get inFlight(): number {
     return this.#running.size;
   }
 
-  /** Starts an attempt; resolves when it has been reported. */
-  execute(task: ActivityTask): Promise<void> {
+  /** Starts an attempt (using a reserved slot when `reserved`); resolves when it has been reported. */
+  execute(task: ActivityTask, reserved = false): Promise<void> {
+    if (reserved) this.release(1);
     const key = keyOf(task.runId, task.scheduledEventId);
     const controller = new AbortController();
     const entry: Running = {
@@ -178,7 +195,7 @@ export class ActivityExecutor {
       if (entry.abortReason === 'stale') {
         log.info('attempt is no longer current; not reporting');
       } else if (outcome.ok) {
-        await this.reporter.complete(ref, outcome.value);
+        await this.reporter.complete(task, outcome.value);
       } else if (entry.abortReason === 'cancelRequested') {
         await this.reporter.canceled(ref, heartbeats.latest);
       } else {

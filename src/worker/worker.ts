@@ -5,7 +5,6 @@ import type { Logger } from '../common/logger.js';
 import { childLogger } from '../common/logger.js';
 import {
   claimActivityTasks,
-  completeActivity,
   failActivity,
   heartbeatActivity,
   reportActivityCanceled,
@@ -59,7 +58,7 @@ export class Worker {
     this.#executor = new ActivityExecutor(
       options.activities,
       {
-        complete: (ref, result) => completeActivity(ctx, ref, result),
+        complete: (task, result) => this.#workflows.completeActivity(task, result),
         fail: (ref, failure, details) => failActivity(ctx, ref, failure, details),
         canceled: (ref, details) => reportActivityCanceled(ctx, ref, details),
         heartbeat: (ref, details) => heartbeatActivity(ctx, ref, details),
@@ -68,10 +67,17 @@ export class Worker {
       this.#log,
       options.maxConcurrentActivityTaskExecutions,
     );
-    this.#workflows = new WorkflowTaskRunner(ctx, sandbox, bundle, options.identity, this.#log, {
-      maxEntries: options.maxCachedWorkflows,
-      heapWatermark: options.cacheHeapWatermark,
-    });
+    const executor = this.#executor;
+    this.#workflows = new WorkflowTaskRunner(
+      ctx,
+      sandbox,
+      bundle,
+      options.identity,
+      this.#log,
+      { maxEntries: options.maxCachedWorkflows, heapWatermark: options.cacheHeapWatermark },
+      { namespace: options.namespace, taskQueue: options.taskQueue },
+      Object.keys(options.activities).length > 0 ? executor : null,
+    );
     this.#sweeper = new Sweeper(ctx, options.identity, options.sweepIntervalMs, this.#log);
   }
 
@@ -128,6 +134,7 @@ export class Worker {
     }
     if (this.#state === 'running') {
       this.#state = 'stopping';
+      this.#workflows.stop();
       this.#abort.abort();
     }
     await this.#running;

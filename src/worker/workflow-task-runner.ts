@@ -1,4 +1,4 @@
-import { isClosingCommand, type WorkflowInfo } from '../common/commands.js';
+import { isClosingCommand, type WorkflowCommand, type WorkflowInfo } from '../common/commands.js';
 import {
   DeadlockError,
   type FailureInfo,
@@ -10,31 +10,61 @@ import {
 import type { HistoryEvent, WorkflowTaskFailedCause } from '../common/events.js';
 import { LIMITS } from '../common/ids.js';
 import { childLogger, type Logger } from '../common/logger.js';
+import { type ActivityTask, completeActivity } from '../runtime/activity-tasks.js';
 import type { RuntimeContext } from '../runtime/context.js';
+import { completeActivityWithTask, hotPathEvents } from '../runtime/hot-path.js';
 import { answerQuery } from '../runtime/queries.js';
 import {
+  type CompletionResult,
   completeWorkflowTask,
+  type EagerDispatch,
   failWorkflowTask,
   readEvents,
   type WorkflowTask,
 } from '../runtime/workflow-tasks.js';
 import type { QueryRecord } from '../store/store.js';
 import type { WorkflowBundle } from './bundler.js';
-import type { WorkflowSandbox } from './sandbox.js';
+import type { ActivationResult, WorkflowSandbox } from './sandbox.js';
 import { WorkflowCache } from './workflow-cache.js';
 import { WorkflowRunState } from './workflow-replayer.js';
 
-/** A cached run: its sandbox instance and replay state, and the task completion it last committed. */
+/** A cached run: its sandbox instance and replay state, and where its last own commit left the run. */
 class CachedRun {
+  /** Id of the WorkflowTaskCompleted this instance committed; the run must still be at it. */
+  completedEventId = 0;
+  /** Last history event the instance has seen. */
+  lastEventId = 0;
+  /** The run's next event id right after this instance's last commit (0: unknown). */
+  nextEventId = 0;
+  /** Events that commit appended which the instance has not been fed yet (its own commands' events). */
+  unseen: readonly HistoryEvent[] = [];
+  /** Workflow time of the last task it ran. */
+  lastTaskTime = 0;
+
   constructor(
     readonly state: WorkflowRunState,
     readonly dispose: () => void,
-    /** Id of the WorkflowTaskCompleted this instance committed; the run must still be at it. */
-    public completedEventId: number,
-    /** Last history event the instance has seen. */
-    public lastEventId: number,
   ) {}
+
+  /** Records a commit of this instance's commands; `fedUpTo` is the last event it was fed. */
+  committed(outcome: CompletionResult, fedUpTo: number, taskTime: number): void {
+    this.completedEventId = outcome.completedEventId;
+    this.lastEventId = fedUpTo;
+    this.nextEventId = outcome.nextEventId;
+    this.unseen = outcome.events.filter((e) => e.eventId > fedUpTo);
+    this.lastTaskTime = taskTime;
+  }
 }
+
+/** Where activity attempts of this worker run; eager dispatch reserves slots in it. */
+export interface LocalActivities {
+  reserve(wanted: number): number;
+  release(count: number): void;
+  execute(task: ActivityTask, reserved: boolean): Promise<void>;
+}
+
+/** Most activities one commit starts eagerly for this worker. */
+const EAGER_ACTIVITY_LIMIT = 8;
 
 /**
  * Runs workflow tasks and queries for one worker: takes the cached instance or replays history into a
@@ -42,9 +72,15 @@ class CachedRun {
  * than a workflow outcome (a TypeError, non-determinism, an unknown type, a deadlock) fails the task,
  * which the engine retries with backoff; the cached instance is dropped whenever its state could be
  * ahead of or apart from history.
+ *
+ * Hot path: when an activity of a cached run completes here, the next activation is computed from the
+ * cache before anything is written and committed with the result in one transaction
+ * (`completeActivityWithTask`); activities it schedules on this worker's queue start in that same commit.
  */
 export class WorkflowTaskRunner {
   readonly cache: WorkflowCache<CachedRun>;
+  /** Set when the worker shuts down: no new workflow work starts (no hot path, no eager dispatch). */
+  #stopping = false;
 
   constructor(
     private readonly ctx: RuntimeContext,
@@ -53,6 +89,8 @@ export class WorkflowTaskRunner {
     private readonly workerId: string,
     private readonly logger: Logger,
     cacheOptions: { maxEntries: number; heapWatermark: number },
+    private readonly queue: { readonly namespace: string; readonly taskQueue: string },
+    private readonly activities: LocalActivities | null,
   ) {
     this.cache = new WorkflowCache<CachedRun>(cacheOptions.maxEntries, cacheOptions.heapWatermark);
   }
@@ -85,15 +123,18 @@ export class WorkflowTaskRunner {
       cached.dispose(); // another node advanced the run meanwhile: replay from history
       cached = undefined;
     }
+    const reserved = { slots: 0 };
     try {
       cached ??= this.#newRun(task);
       const events = await readEvents(this.ctx, task.runId, cached.lastEventId + 1);
       const result = cached.state.runTask(events, { time: task.startedTime });
-      if (events.length > 0) cached.lastEventId = events[events.length - 1]!.eventId;
+      const fedUpTo = events.length > 0 ? events[events.length - 1]!.eventId : cached.lastEventId;
+      cached.lastEventId = fedUpTo;
       if (result.taskFailure) {
         cached.dispose();
         return fail('WorkflowError', result.taskFailure);
       }
+      const eager = this.#reserveEager(result.commands, reserved);
       const outcome = await completeWorkflowTask(
         this.ctx,
         task.runId,
@@ -101,15 +142,11 @@ export class WorkflowTaskRunner {
         result.commands,
         this.bundle.hash,
         this.workerId,
+        eager,
       );
-      const closes = result.commands.some(isClosingCommand);
-      if (outcome.outcome === 'committed' && !closes) {
-        cached.completedEventId = outcome.completedEventId;
-        this.cache.put(task.runId, cached);
-      } else {
-        cached.dispose();
-      }
+      this.#afterCommit(task.runId, cached, outcome, fedUpTo, task.startedTime, result.commands, reserved);
     } catch (err) {
+      this.activities?.release(reserved.slots);
       cached?.dispose();
       if (err instanceof StaleTokenError) {
         log.info('workflow task result rejected: the task is no longer current');
@@ -122,12 +159,118 @@ export class WorkflowTaskRunner {
     }
   }
 
+  /**
+   * Records the result of an activity attempt run by this worker: through the hot path when the run is
+   * cached here, else the ordinary way. Throws StaleTokenError if the attempt is no longer current.
+   */
+  async completeActivity(task: ActivityTask, result: unknown): Promise<void> {
+    const cached = this.sandbox && this.bundle && !this.#stopping ? this.cache.take(task.runId) : undefined;
+    if (!cached || cached.nextEventId === 0) {
+      if (cached) this.cache.put(task.runId, cached);
+      await completeActivity(this.ctx, task, result);
+      return;
+    }
+    const taskTime = Math.max(this.ctx.clock.now(), cached.lastTaskTime);
+    const speculative = hotPathEvents(
+      task,
+      result,
+      this.queue.taskQueue,
+      this.workerId,
+      taskTime,
+      taskTime,
+      cached.nextEventId,
+    );
+    const fed = [...cached.unseen, ...speculative];
+    let activation: ActivationResult;
+    try {
+      activation = cached.state.runTask(fed, { time: taskTime });
+    } catch {
+      activation = {
+        commands: [],
+        taskFailure: { kind: 'application', type: 'Error', message: 'speculation failed' },
+      };
+    }
+    if (activation.taskFailure) {
+      // Let the ordinary path run (and fail) this task where its failure is recorded properly.
+      cached.dispose();
+      await completeActivity(this.ctx, task, result);
+      return;
+    }
+    const reserved = { slots: 0 };
+    const eager = this.#reserveEager(activation.commands, reserved);
+    try {
+      const outcome = await completeActivityWithTask(
+        this.ctx,
+        task,
+        result,
+        {
+          expectedNextEventId: cached.nextEventId,
+          expectedLastCompletedTaskEventId: cached.completedEventId,
+          taskTime,
+          commands: activation.commands,
+          bundleHash: this.bundle!.hash,
+        },
+        this.workerId,
+        eager,
+      );
+      if (outcome.kind === 'fallback') {
+        this.activities?.release(reserved.slots);
+        cached.dispose(); // it ran ahead of history
+        return;
+      }
+      const fedUpTo = speculative[speculative.length - 1]!.eventId;
+      this.#afterCommit(task.runId, cached, outcome, fedUpTo, taskTime, activation.commands, reserved);
+    } catch (err) {
+      this.activities?.release(reserved.slots);
+      cached.dispose();
+      throw err;
+    }
+  }
+
+  /** From now on only in-flight work finishes; results go the ordinary way. */
+  stop(): void {
+    this.#stopping = true;
+  }
+
+  #reserveEager(
+    commands: readonly WorkflowCommand[],
+    reserved: { slots: number },
+  ): EagerDispatch | undefined {
+    if (!this.activities || this.#stopping) return undefined;
+    const wanted = commands.filter(
+      (c) => c.type === 'scheduleActivity' && (c.taskQueue ?? this.queue.taskQueue) === this.queue.taskQueue,
+    ).length;
+    if (wanted === 0) return undefined;
+    reserved.slots = this.activities.reserve(Math.min(wanted, EAGER_ACTIVITY_LIMIT));
+    if (reserved.slots === 0) return undefined;
+    return { ...this.queue, workerId: this.workerId, slots: reserved.slots };
+  }
+
+  #afterCommit(
+    runId: string,
+    cached: CachedRun,
+    outcome: CompletionResult,
+    fedUpTo: number,
+    taskTime: number,
+    commands: readonly WorkflowCommand[],
+    reserved: { slots: number },
+  ): void {
+    this.activities?.release(reserved.slots - outcome.eagerActivities.length);
+    for (const t of outcome.eagerActivities) void this.activities!.execute(t, true);
+    if (outcome.outcome === 'committed' && !commands.some(isClosingCommand)) {
+      cached.committed(outcome, fedUpTo, taskTime);
+      this.cache.put(runId, cached);
+    } else {
+      cached.dispose();
+    }
+  }
+
   #newRun(task: WorkflowTask): CachedRun {
     const info = workflowInfo(task);
     const instance = this.sandbox!.createInstance(info, (level, message, fields) =>
       this.logger[level](message, { ...fields, workflowId: task.workflowId, runId: task.runId }),
     );
-    return new CachedRun(new WorkflowRunState(instance, info), () => instance.dispose(), 0, 0);
+    return new CachedRun(new WorkflowRunState(instance, info), () => instance.dispose());
   }
 
   /**

@@ -52,14 +52,12 @@ describe('crash: kill -9 in the middle of a workflow task', () => {
       workflowTaskTimeout: WORKFLOW_TASK_TIMEOUT_MS,
     });
 
-    // The slow task is the one that starts after the first activity completed.
+    // The slow task is the one that starts after the timer fired.
     const slowStarted = await waitUntil(
       async () => {
         const events = (await handle.fetchHistory()).events;
-        const completed = events.find((e) => e.type === 'ActivityCompleted');
-        return (
-          completed && events.find((e) => e.type === 'WorkflowTaskStarted' && e.eventId > completed.eventId)
-        );
+        const fired = events.find((e) => e.type === 'TimerFired');
+        return fired && events.find((e) => e.type === 'WorkflowTaskStarted' && e.eventId > fired.eventId);
       },
       'the slow workflow task to start',
       10_000,

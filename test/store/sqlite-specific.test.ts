@@ -19,7 +19,6 @@ import {
 import { SqliteStore, type SqliteStoreOptions } from '../../src/store/sqlite/sqlite-store.js';
 import type { RunRecord, Store, StoreTx } from '../../src/store/store.js';
 
-const T0 = 1_700_000_000_000;
 let dir: string;
 let file: string;
 const opened: Store[] = [];
