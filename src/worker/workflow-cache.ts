@@ -1,5 +1,8 @@
 import { getHeapStatistics } from 'node:v8';
 
+/** The heap is checked on every this many puts. */
+const HEAP_CHECK_EVERY_PUTS = 32;
+
 /**
  * Recently active workflows kept in memory so the next task of a hot workflow costs no replay. Bounded
  * by a count and by a heap watermark (Node cannot size an object, so the whole heap is watched): above
@@ -9,6 +12,7 @@ import { getHeapStatistics } from 'node:v8';
 export class WorkflowCache<T extends { dispose(): void }> {
   readonly #entries = new Map<string, T>();
   readonly #heapLimitBytes: number;
+  #putsSinceHeapCheck = 0;
 
   constructor(
     readonly maxEntries: number,
@@ -41,6 +45,9 @@ export class WorkflowCache<T extends { dispose(): void }> {
     }
     this.#entries.set(runId, entry);
     while (this.#entries.size > this.maxEntries) this.#evictOldest();
+    // Reading heap usage costs tens of µs; once every few puts is plenty to follow a growing heap.
+    if (++this.#putsSinceHeapCheck < HEAP_CHECK_EVERY_PUTS) return;
+    this.#putsSinceHeapCheck = 0;
     if (this.heapUsed() > this.#heapLimitBytes) {
       const target = Math.floor(this.#entries.size * 0.75);
       while (this.#entries.size > target) this.#evictOldest();

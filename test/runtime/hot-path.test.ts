@@ -1,0 +1,145 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { StaleTokenError } from '../../src/common/errors.js';
+import { claimActivityTasks } from '../../src/runtime/activity-tasks.js';
+import { completeActivityWithTask, type Speculation } from '../../src/runtime/hot-path.js';
+import type { Runtime } from '../../src/runtime/runtime.js';
+import { signalWorkflow, startWorkflow } from '../../src/runtime/workflow-ops.js';
+import { claimWorkflowTasks, completeWorkflowTask, readEvents } from '../../src/runtime/workflow-tasks.js';
+import { openRuntime, startRequest } from './runtime-env.js';
+
+const options = {
+  startToCloseTimeoutMs: 10_000,
+  retry: {
+    initialIntervalMs: 100,
+    backoffCoefficient: 2,
+    maximumIntervalMs: 1000,
+    maximumAttempts: 0,
+    nonRetryableErrorTypes: [],
+  },
+};
+
+describe('hot path: activity result, next task and its commands in one transaction', () => {
+  let env: Awaited<ReturnType<typeof openRuntime>>;
+  let runtime: Runtime;
+  beforeEach(async () => {
+    env = await openRuntime();
+    runtime = env.runtime;
+  });
+  afterEach(() => env.close());
+
+  /** A run whose first task scheduled activity 1, and that activity's claimed attempt. */
+  async function runningActivity() {
+    const { runId } = await startWorkflow(runtime.ctx, startRequest());
+    const [task] = await claimWorkflowTasks(runtime.ctx, 'default', 'q', 'w1', 1);
+    const first = await completeWorkflowTask(
+      runtime.ctx,
+      runId,
+      task!.token,
+      [{ type: 'scheduleActivity', seq: 1, activityType: 'a', input: [], options }],
+      'hash',
+      'w1',
+    );
+    const [activity] = await claimActivityTasks(runtime.ctx, 'default', 'q', 'w1', 1);
+    return { runId, first, activity: activity! };
+  }
+
+  const speculation = (nextEventId: number, lastCompleted: number): Speculation => ({
+    expectedNextEventId: nextEventId,
+    expectedLastCompletedTaskEventId: lastCompleted,
+    taskTime: env.clock.now(),
+    commands: [{ type: 'completeWorkflow', result: 'done' }],
+    bundleHash: 'hash',
+  });
+
+  it('commits the result, the task and its commands together when the run did not move', async () => {
+    const { runId, first, activity } = await runningActivity();
+    const tx0 = runtime.ctx.stats.transactions;
+    const outcome = await completeActivityWithTask(
+      runtime.ctx,
+      activity,
+      42,
+      speculation(first.nextEventId, first.completedEventId),
+      'w1',
+      undefined,
+    );
+    expect(runtime.ctx.stats.transactions - tx0).toBe(1);
+    expect(outcome.kind).toBe('committed');
+    const events = await readEvents(runtime.ctx, runId, first.nextEventId);
+    expect(events.map((e) => e.type)).toEqual([
+      'ActivityStarted',
+      'ActivityCompleted',
+      'WorkflowTaskScheduled',
+      'WorkflowTaskStarted',
+      'WorkflowTaskCompleted',
+      'WorkflowCompleted',
+    ]);
+    expect(events[1]!.attributes).toMatchObject({ result: 42, startedEventId: events[0]!.eventId });
+    const run = await runtime.ctx.store.read((tx) => tx.getRun(runId));
+    expect(run).toMatchObject({ status: 'completed', wftPhase: 'idle' });
+  });
+
+  it('falls back to the ordinary path when a signal arrived meanwhile: nothing speculative is written', async () => {
+    const { runId, first, activity } = await runningActivity();
+    await signalWorkflow(runtime.ctx, 'default', 'wf-1', undefined, 'poke', ['x']);
+    const outcome = await completeActivityWithTask(
+      runtime.ctx,
+      activity,
+      42,
+      speculation(first.nextEventId, first.completedEventId),
+      'w1',
+      undefined,
+    );
+    expect(outcome.kind).toBe('fallback');
+    const events = await readEvents(runtime.ctx, runId, first.nextEventId);
+    // The signal scheduled a task; the result joined it; the speculative close did not happen.
+    expect(events.map((e) => e.type)).toEqual([
+      'SignalReceived',
+      'WorkflowTaskScheduled',
+      'ActivityStarted',
+      'ActivityCompleted',
+    ]);
+    const run = await runtime.ctx.store.read((tx) => tx.getRun(runId));
+    expect(run).toMatchObject({ status: 'running', wftPhase: 'scheduled' });
+    const [next] = await claimWorkflowTasks(runtime.ctx, 'default', 'q', 'w2', 1);
+    expect(next?.runId).toBe(runId);
+  });
+
+  it('rejects a stale attempt without writing anything', async () => {
+    const { runId, first, activity } = await runningActivity();
+    const before = await readEvents(runtime.ctx, runId, 1);
+    await expect(
+      completeActivityWithTask(
+        runtime.ctx,
+        { ...activity, token: activity.token + 1 },
+        42,
+        speculation(first.nextEventId, first.completedEventId),
+        'w1',
+        undefined,
+      ),
+    ).rejects.toBeInstanceOf(StaleTokenError);
+    expect(await readEvents(runtime.ctx, runId, 1)).toEqual(before);
+  });
+
+  it('starts activities for the completing worker in the same commit (eager dispatch)', async () => {
+    const { runId, first, activity } = await runningActivity();
+    const outcome = await completeActivityWithTask(
+      runtime.ctx,
+      activity,
+      1,
+      {
+        ...speculation(first.nextEventId, first.completedEventId),
+        commands: [{ type: 'scheduleActivity', seq: 2, activityType: 'b', input: [], options }],
+      },
+      'w1',
+      { namespace: 'default', taskQueue: 'q', workerId: 'w1', slots: 1 },
+    );
+    expect(outcome.kind).toBe('committed');
+    if (outcome.kind !== 'committed') return;
+    expect(outcome.eagerActivities).toHaveLength(1);
+    expect(outcome.eagerActivities[0]).toMatchObject({ activityId: '2', attempt: 1, token: 1 });
+    // Nobody else can claim it: it is already started.
+    expect(await claimActivityTasks(runtime.ctx, 'default', 'q', 'w2', 10)).toEqual([]);
+    const pending = await runtime.ctx.store.read((tx) => tx.listActivities(runId));
+    expect(pending).toMatchObject([{ activityId: '2', phase: 'started', leaseOwner: 'w1' }]);
+  });
+});
