@@ -6,6 +6,7 @@ import { linkStartedEventIds } from '../engine/activity-attempt.js';
 import type { WorkflowTaskRetry } from '../engine/retry-policy.js';
 import { planDelivery } from '../engine/workflow-task.js';
 import type { RunPatch, RunRecord, Store, StoreTx } from '../store/store.js';
+import type { LocalWorkers } from './local-workers.js';
 import type { Notifier, WakeChannel } from './notifier.js';
 
 /** Everything the runtime's operations share; compiled once, passed explicitly. */
@@ -16,6 +17,8 @@ export interface RuntimeContext {
   readonly logger: Logger;
   readonly workflowTaskRetry: WorkflowTaskRetry;
   readonly newId: () => string;
+  /** Workers of this process, for eager starts. */
+  readonly localWorkers: LocalWorkers;
   /** Counters for benchmarks and metrics: store transactions and reads issued by this runtime. */
   readonly stats: RuntimeStats;
 }

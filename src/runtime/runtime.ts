@@ -5,6 +5,7 @@ import { DEFAULT_WORKFLOW_TASK_RETRY } from '../engine/retry-policy.js';
 import { openStore } from '../store/open-store.js';
 import type { Store } from '../store/store.js';
 import { defaultNewId, type RuntimeContext } from './context.js';
+import { LocalWorkers } from './local-workers.js';
 import { Notifier } from './notifier.js';
 
 /**
@@ -48,6 +49,7 @@ export class Runtime {
           workflowTaskRetry: DEFAULT_WORKFLOW_TASK_RETRY,
           newId: defaultNewId,
           stats: { transactions: 0 },
+          localWorkers: new LocalWorkers(),
         },
         key,
       );

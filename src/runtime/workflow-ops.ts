@@ -15,6 +15,7 @@ import {
   patchRun,
   type RuntimeContext,
 } from './context.js';
+import { claimTask, type WorkflowTask } from './workflow-tasks.js';
 
 export type IdConflictPolicy = 'fail' | 'useExisting' | 'terminateExisting';
 export type IdReusePolicy = 'allowDuplicate' | 'allowDuplicateFailedOnly' | 'rejectDuplicate';
@@ -51,19 +52,44 @@ export interface StartResult {
  * exists. A request id already seen returns the run it started: a retried start is a no-op.
  */
 export async function startWorkflow(ctx: RuntimeContext, req: StartRequest): Promise<StartResult> {
-  return inTransaction(ctx, async (tx, wakes) => {
+  // Eager start: a worker of this process polling the queue gets the first task claimed in this commit.
+  const local = ctx.localWorkers.reserve(req.namespace, req.taskQueue);
+  let eagerTask: WorkflowTask | undefined;
+  try {
+    const result = await inTransaction(ctx, async (tx, wakes) => {
+      eagerTask = undefined;
+      const started = await startInTransaction(ctx, tx, wakes, req);
+      if (local && started.run) eagerTask = await claimTask(tx, started.run, ctx.clock.now(), local.workerId);
+      return started.result;
+    });
+    if (local && eagerTask) local.run(eagerTask);
+    else local?.release();
+    return result;
+  } catch (err) {
+    local?.release();
+    throw err;
+  }
+}
+
+async function startInTransaction(
+  ctx: RuntimeContext,
+  tx: StoreTx,
+  wakes: PendingWakes,
+  req: StartRequest,
+): Promise<{ result: StartResult; run?: RunRecord }> {
+  {
     const now = ctx.clock.now();
     if (req.requestId) {
       const seen = await tx.getRequest(req.namespace, req.requestId);
-      if (seen) return { runId: seen.runId, created: false };
+      if (seen) return { result: { runId: seen.runId, created: false } };
     }
     const open = await tx.findOpenRun(req.namespace, req.workflowId);
     if (open) {
       if (req.signal) {
         await signalRun(tx, wakes, open, req.signal.name, req.signal.args, req.requestId, now);
-        return { runId: open.runId, created: false };
+        return { result: { runId: open.runId, created: false } };
       }
-      if (req.idConflictPolicy === 'useExisting') return { runId: open.runId, created: false };
+      if (req.idConflictPolicy === 'useExisting') return { result: { runId: open.runId, created: false } };
       if (req.idConflictPolicy === 'fail')
         throw new WorkflowExecutionAlreadyStartedError(req.workflowId, open.runId);
       await closeRun(
@@ -140,7 +166,7 @@ export async function startWorkflow(ctx: RuntimeContext, req: StartRequest): Pro
           },
         ]
       : [];
-    await deliver(tx, wakes, { ...run, nextEventId: 2 }, incoming, now);
+    const scheduled = await deliver(tx, wakes, { ...run, nextEventId: 2 }, incoming, now);
     for (const [kind, ms] of [
       ['workflowExecutionTimeout', req.workflowExecutionTimeoutMs],
       ['workflowRunTimeout', req.workflowRunTimeoutMs],
@@ -165,8 +191,8 @@ export async function startWorkflow(ctx: RuntimeContext, req: StartRequest): Pro
         createdAt: now,
       });
     }
-    return { runId, created: true };
-  });
+    return { result: { runId, created: true }, run: scheduled };
+  }
 }
 
 /** Finds the addressed run: the given run id, else the latest run of the workflow id. */

@@ -40,28 +40,36 @@ export async function claimWorkflowTasks(
     const now = ctx.clock.now();
     const runs = await tx.findClaimableWorkflowTasks(namespace, taskQueue, now, limit);
     const tasks: WorkflowTask[] = [];
-    for (const run of runs) {
-      const plan = planClaim(run, now, workerId);
-      await appendEvents(tx, run.runId, run.nextEventId, plan.events);
-      await tx.updateRun(run.runId, plan.patch);
-      tasks.push({
-        namespace: run.namespace,
-        workflowId: run.workflowId,
-        runId: run.runId,
-        workflowType: run.workflowType,
-        taskQueue: run.taskQueue,
-        token: plan.patch.wftToken,
-        attempt: run.wftAttempt,
-        startedTime: plan.patch.wftStartedTime,
-        runStartTime: run.startTime,
-        lastCompletedTaskEventId: run.lastCompletedTaskEventId,
-        historyLength: run.nextEventId - 1 + plan.events.length,
-        memo: run.memo,
-        searchAttributes: run.searchAttributes,
-      });
-    }
+    for (const run of runs) tasks.push(await claimTask(tx, run, now, workerId));
     return tasks;
   });
+}
+
+/** Claims one scheduled task of `run` inside a transaction: records its start and takes its lease. */
+export async function claimTask(
+  tx: StoreTx,
+  run: RunRecord,
+  now: number,
+  workerId: string,
+): Promise<WorkflowTask> {
+  const plan = planClaim(run, now, workerId);
+  await appendEvents(tx, run.runId, run.nextEventId, plan.events);
+  await tx.updateRun(run.runId, plan.patch);
+  return {
+    namespace: run.namespace,
+    workflowId: run.workflowId,
+    runId: run.runId,
+    workflowType: run.workflowType,
+    taskQueue: run.taskQueue,
+    token: plan.patch.wftToken,
+    attempt: run.wftAttempt,
+    startedTime: plan.patch.wftStartedTime,
+    runStartTime: run.startTime,
+    lastCompletedTaskEventId: run.lastCompletedTaskEventId,
+    historyLength: run.nextEventId - 1 + plan.events.length,
+    memo: run.memo,
+    searchAttributes: run.searchAttributes,
+  };
 }
 
 /** Events of a run from `fromEventId` on; what a worker replays. */

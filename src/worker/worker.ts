@@ -14,7 +14,7 @@ import { type WakeChannel, waitForWake } from '../runtime/notifier.js';
 import { claimQueries } from '../runtime/queries.js';
 import { Runtime } from '../runtime/runtime.js';
 import { Sweeper } from '../runtime/sweeper.js';
-import { claimWorkflowTasks } from '../runtime/workflow-tasks.js';
+import { claimWorkflowTasks, type WorkflowTask } from '../runtime/workflow-tasks.js';
 import { ActivityExecutor } from './activity-executor.js';
 import { bundleWorkflows, type WorkflowBundle } from './bundler.js';
 import { replayHistory } from './replay.js';
@@ -45,6 +45,8 @@ export class Worker {
   readonly #inFlightWorkflowTasks = new Set<Promise<void>>();
   readonly #inFlightQueries = new Set<Promise<void>>();
   #unsubscribeCancels: (() => void) | null = null;
+  #unregisterEager: (() => void) | null = null;
+  #reservedWorkflowTasks = 0;
 
   private constructor(
     readonly options: CompiledWorkerOptions,
@@ -119,7 +121,10 @@ export class Worker {
     this.#unsubscribeCancels = this.#subscribeActivityCancels();
     this.#sweeper.start();
     const loops: Promise<void>[] = [waitForAbort(this.#abort.signal)];
-    if (this.bundle) loops.push(this.#workflowLoop(), this.#queryLoop());
+    if (this.bundle) {
+      this.#unregisterEager = this.#registerForEagerStarts();
+      loops.push(this.#workflowLoop(), this.#queryLoop());
+    }
     if (Object.keys(this.options.activities).length > 0) loops.push(this.#activityLoop());
     this.#running = Promise.all(loops).then(() => this.#finish());
     return this.#running;
@@ -134,6 +139,7 @@ export class Worker {
     }
     if (this.#state === 'running') {
       this.#state = 'stopping';
+      this.#unregisterEager?.();
       this.#workflows.stop();
       this.#abort.abort();
     }
@@ -189,25 +195,51 @@ export class Worker {
     const o = this.options;
     return this.#pollLoop(
       { kind: 'workflowTask', namespace: o.namespace, taskQueue: o.taskQueue },
-      () => o.maxConcurrentWorkflowTaskExecutions - this.#inFlightWorkflowTasks.size,
+      () => this.#workflowTaskRoom(),
       async (limit) => {
         const tasks = await claimWorkflowTasks(this.#ctx, o.namespace, o.taskQueue, o.identity, limit);
-        for (const task of tasks) {
-          const p = this.#workflows
-            .runTask(task)
-            .catch((err) =>
-              this.#log.error('workflow task could not be reported', {
-                runId: task.runId,
-                error: String(err),
-              }),
-            )
-            .finally(() => this.#inFlightWorkflowTasks.delete(p));
-          this.#inFlightWorkflowTasks.add(p);
-        }
+        for (const task of tasks) this.#startWorkflowTask(task);
         return tasks.length;
       },
       'workflow task',
     );
+  }
+
+  /** Workflow tasks this worker can take now: its limit less running and reserved (eager) ones. */
+  #workflowTaskRoom(): number {
+    const o = this.options;
+    return (
+      o.maxConcurrentWorkflowTaskExecutions - this.#inFlightWorkflowTasks.size - this.#reservedWorkflowTasks
+    );
+  }
+
+  #startWorkflowTask(task: WorkflowTask): void {
+    const p = this.#workflows
+      .runTask(task)
+      .catch((err) =>
+        this.#log.error('workflow task could not be reported', { runId: task.runId, error: String(err) }),
+      )
+      .finally(() => this.#inFlightWorkflowTasks.delete(p));
+    this.#inFlightWorkflowTasks.add(p);
+  }
+
+  /** Offers this worker to starts in this process: they claim the first task for it in their commit. */
+  #registerForEagerStarts(): () => void {
+    return this.#ctx.localWorkers.register(this.options.namespace, this.options.taskQueue, {
+      workerId: this.options.identity,
+      reserve: () => {
+        if (this.#state !== 'running' || this.#workflowTaskRoom() <= 0) return false;
+        this.#reservedWorkflowTasks++;
+        return true;
+      },
+      release: () => {
+        this.#reservedWorkflowTasks--;
+      },
+      run: (task) => {
+        this.#reservedWorkflowTasks--;
+        this.#startWorkflowTask(task);
+      },
+    });
   }
 
   #queryLoop(): Promise<void> {

@@ -142,4 +142,41 @@ describe('hot path: activity result, next task and its commands in one transacti
     const pending = await runtime.ctx.store.read((tx) => tx.listActivities(runId));
     expect(pending).toMatchObject([{ activityId: '2', phase: 'started', leaseOwner: 'w1' }]);
   });
+
+  it('claims the first task for a worker of this process in the start commit (eager start)', async () => {
+    const ran: string[] = [];
+    let reserved = 0;
+    const unregister = runtime.ctx.localWorkers.register('default', 'q', {
+      workerId: 'local',
+      reserve: () => {
+        reserved++;
+        return true;
+      },
+      release: () => {
+        reserved--;
+      },
+      run: (task) => {
+        reserved--;
+        ran.push(`${task.runId}:${task.token}`);
+      },
+    });
+    try {
+      const tx0 = runtime.ctx.stats.transactions;
+      const { runId } = await startWorkflow(runtime.ctx, startRequest({ workflowId: 'eager-1' }));
+      expect(runtime.ctx.stats.transactions - tx0).toBe(1);
+      expect(ran).toEqual([`${runId}:1`]);
+      expect(reserved).toBe(0);
+      expect((await readEvents(runtime.ctx, runId, 1)).map((e) => e.type)).toEqual([
+        'WorkflowStarted',
+        'WorkflowTaskScheduled',
+        'WorkflowTaskStarted',
+      ]);
+      // A start that creates nothing gives the reservation back.
+      await expect(startWorkflow(runtime.ctx, startRequest({ workflowId: 'eager-1' }))).rejects.toThrow();
+      expect(reserved).toBe(0);
+      expect(ran).toHaveLength(1);
+    } finally {
+      unregister();
+    }
+  });
 });
