@@ -38,6 +38,11 @@ export class PendingWakes {
   add(c: WakeChannel): void {
     this.#wakes.push(c);
   }
+  /** Drops wake-ups of one kind (their work was handed over directly). */
+  drop(kind: WakeChannel['kind']): void {
+    for (let i = this.#wakes.length - 1; i >= 0; i--)
+      if (this.#wakes[i]!.kind === kind) this.#wakes.splice(i, 1);
+  }
   send(notifier: Notifier): void {
     for (const c of this.#wakes) notifier.notify(c);
   }

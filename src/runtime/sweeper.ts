@@ -10,6 +10,8 @@ import { applyFailure } from './workflow-tasks.js';
 
 /** Rows handled per sweep transaction; a backlog is worked off in batches of this size. */
 const BATCH = 100;
+/** How often old request ids are deleted (ms). */
+const REQUEST_ID_SWEEP_INTERVAL_MS = 60_000;
 /** How long a request id is remembered (ms). */
 export const REQUEST_ID_RETENTION_MS = 24 * 3_600_000;
 
@@ -35,9 +37,15 @@ export async function sweepOnce(ctx: RuntimeContext, sweeperId: string): Promise
     handled += n;
     if (n < BATCH) break;
   }
-  // Request ids make a retried call a no-op; a retry comes within seconds, so a day is ample.
-  await inTransaction(ctx, (tx) => tx.deleteRequestsBefore(ctx.clock.now() - REQUEST_ID_RETENTION_MS, BATCH));
   return handled;
+}
+
+/** Forgets request ids older than the retention, in batches; returns how many. */
+export async function forgetOldRequestIds(ctx: RuntimeContext): Promise<number> {
+  // Request ids make a retried call a no-op; a retry comes within seconds, so a day is ample.
+  return inTransaction(ctx, (tx) =>
+    tx.deleteRequestsBefore(ctx.clock.now() - REQUEST_ID_RETENTION_MS, BATCH),
+  );
 }
 
 async function sweepTimers(ctx: RuntimeContext): Promise<number> {
@@ -149,11 +157,20 @@ export class Sweeper {
       if (c.kind === 'timer' && c.fireAt < this.#nextAt) this.#wake?.();
     });
     try {
+      let forgetAt = 0;
       while (!this.#stopped) {
         try {
-          await sweepOnce(this.ctx, this.sweeperId);
-          const next = await this.ctx.store.read((tx) => tx.nextSweepTime());
+          // A read first: an idle sweep costs no write transaction.
+          let next = await this.ctx.store.read((tx) => tx.nextSweepTime());
+          if (next !== null && next <= this.ctx.clock.now()) {
+            await sweepOnce(this.ctx, this.sweeperId);
+            next = await this.ctx.store.read((tx) => tx.nextSweepTime());
+          }
           const now = this.ctx.clock.now();
+          if (now >= forgetAt) {
+            await forgetOldRequestIds(this.ctx);
+            forgetAt = now + REQUEST_ID_SWEEP_INTERVAL_MS;
+          }
           this.#nextAt =
             next === null ? now + this.pollIntervalMs : Math.min(next, now + this.pollIntervalMs);
         } catch (err) {

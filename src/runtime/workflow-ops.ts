@@ -59,7 +59,10 @@ export async function startWorkflow(ctx: RuntimeContext, req: StartRequest): Pro
     const result = await inTransaction(ctx, async (tx, wakes) => {
       eagerTask = undefined;
       const started = await startInTransaction(ctx, tx, wakes, req);
-      if (local && started.run) eagerTask = await claimTask(tx, started.run, ctx.clock.now(), local.workerId);
+      if (local && started.run) {
+        eagerTask = await claimTask(tx, started.run, ctx.clock.now(), local.workerId);
+        wakes.drop('workflowTask'); // no poller needs to look: the task is claimed
+      }
       return started.result;
     });
     if (local && eagerTask) local.run(eagerTask);
