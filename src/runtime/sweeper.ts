@@ -1,12 +1,14 @@
 import type { FailureInfo } from '../common/errors.js';
+import type { NewEvent } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
 import { planActivityTimedOut } from '../engine/activity-attempt.js';
 import { activityDeadline, expiredActivityTimeout } from '../engine/activity-timeouts.js';
 import { applyActivityOutcome } from './activity-tasks.js';
 import { deliver, inTransaction, type RuntimeContext } from './context.js';
+import type { LocalWorkflowWorker } from './local-workers.js';
 import { waitForWake } from './notifier.js';
 import { closeRun } from './workflow-ops.js';
-import { applyFailure } from './workflow-tasks.js';
+import { applyFailure, claimTask, type WorkflowTask } from './workflow-tasks.js';
 
 /** Rows handled per sweep transaction; a backlog is worked off in batches of this size. */
 const BATCH = 100;
@@ -48,42 +50,56 @@ export async function forgetOldRequestIds(ctx: RuntimeContext): Promise<number> 
   );
 }
 
+/**
+ * Fires due timers. A task the firing schedules for a queue that a worker of this process polls is
+ * claimed for that worker in the same commit and handed to it (no poll, no claim transaction between
+ * the fire and the workflow code).
+ */
 async function sweepTimers(ctx: RuntimeContext): Promise<number> {
-  return inTransaction(ctx, async (tx, wakes) => {
-    const now = ctx.clock.now();
-    const due = await tx.findDueTimers(now, BATCH);
-    for (const t of due) {
-      await tx.deleteTimer(t.runId, t.timerKey);
-      const run = await tx.getRun(t.runId);
-      if (run?.status !== 'running') continue;
-      if (t.kind === 'user') {
-        await deliver(
-          tx,
-          wakes,
-          run,
-          [
-            {
-              type: 'TimerFired',
-              time: now,
-              attributes: { timerId: t.timerKey, startedEventId: t.startedEventId },
-            },
-          ],
-          now,
-        );
-      } else {
-        const timeoutType = t.kind === 'workflowExecutionTimeout' ? 'workflowExecution' : 'workflowRun';
-        await closeRun(
-          tx,
-          wakes,
-          run,
-          'timedOut',
-          { type: 'WorkflowTimedOut', time: now, attributes: { timeoutType } },
-          now,
-        );
+  const eager: { worker: LocalWorkflowWorker; task?: WorkflowTask }[] = [];
+  try {
+    const fired = await inTransaction(ctx, async (tx, wakes) => {
+      for (const e of eager.splice(0)) e.worker.release(); // a retried transaction starts afresh
+      const now = ctx.clock.now();
+      const due = await tx.findDueTimers(now, BATCH);
+      let polled = false;
+      for (const t of due) {
+        await tx.deleteTimer(t.runId, t.timerKey);
+        const run = await tx.getRun(t.runId);
+        if (run?.status !== 'running') continue;
+        if (t.kind === 'user') {
+          const fire: NewEvent = {
+            type: 'TimerFired',
+            time: now,
+            attributes: { timerId: t.timerKey, startedEventId: t.startedEventId },
+          };
+          const updated = await deliver(tx, wakes, run, [fire], now);
+          if (run.wftPhase === 'idle' && updated.wftPhase === 'scheduled') {
+            const worker = ctx.localWorkers.reserve(run.namespace, run.taskQueue);
+            if (worker) eager.push({ worker, task: await claimTask(tx, updated, now, worker.workerId) });
+            else polled = true;
+          }
+        } else {
+          const timeoutType = t.kind === 'workflowExecutionTimeout' ? 'workflowExecution' : 'workflowRun';
+          await closeRun(
+            tx,
+            wakes,
+            run,
+            'timedOut',
+            { type: 'WorkflowTimedOut', time: now, attributes: { timeoutType } },
+            now,
+          );
+        }
       }
-    }
-    return due.length;
-  });
+      if (!polled) wakes.drop('workflowTask');
+      return due.length;
+    });
+    for (const e of eager.splice(0)) e.worker.run(e.task!);
+    return fired;
+  } catch (err) {
+    for (const e of eager.splice(0)) e.worker.release(); // rolled back: nothing was claimed
+    throw err;
+  }
 }
 
 async function sweepWorkflowTaskLeases(ctx: RuntimeContext, sweeperId: string): Promise<number> {

@@ -3,6 +3,7 @@ import { StaleTokenError } from '../../src/common/errors.js';
 import { claimActivityTasks } from '../../src/runtime/activity-tasks.js';
 import { completeActivityWithTask, type Speculation } from '../../src/runtime/hot-path.js';
 import type { Runtime } from '../../src/runtime/runtime.js';
+import { sweepOnce } from '../../src/runtime/sweeper.js';
 import { signalWorkflow, startWorkflow } from '../../src/runtime/workflow-ops.js';
 import { claimWorkflowTasks, completeWorkflowTask, readEvents } from '../../src/runtime/workflow-tasks.js';
 import { openRuntime, startRequest } from './runtime-env.js';
@@ -175,6 +176,44 @@ describe('hot path: activity result, next task and its commands in one transacti
       await expect(startWorkflow(runtime.ctx, startRequest({ workflowId: 'eager-1' }))).rejects.toThrow();
       expect(reserved).toBe(0);
       expect(ran).toHaveLength(1);
+    } finally {
+      unregister();
+    }
+  });
+
+  it('claims the task a timer schedules for a worker of this process in the firing commit', async () => {
+    const { runId } = await startWorkflow(runtime.ctx, startRequest({ workflowId: 'timer-1' }));
+    const [task] = await claimWorkflowTasks(runtime.ctx, 'default', 'q', 'w1', 1);
+    await completeWorkflowTask(
+      runtime.ctx,
+      runId,
+      task!.token,
+      [{ type: 'startTimer', seq: 1, durationMs: 1000 }],
+      'h',
+      'w1',
+    );
+    const ran: number[] = [];
+    const accept = true;
+    const unregister = runtime.ctx.localWorkers.register('default', 'q', {
+      workerId: 'local',
+      reserve: () => accept,
+      release: () => undefined,
+      run: (t) => {
+        ran.push(t.token);
+      },
+    });
+    try {
+      env.clock.advance(1000);
+      const tx0 = runtime.ctx.stats.transactions;
+      await sweepOnce(runtime.ctx, 's');
+      expect(runtime.ctx.stats.transactions - tx0).toBeLessThanOrEqual(3); // one per sweep category
+      expect(ran).toEqual([2]);
+      const events = await readEvents(runtime.ctx, runId, 1);
+      expect(events.slice(-3).map((e) => e.type)).toEqual([
+        'TimerFired',
+        'WorkflowTaskScheduled',
+        'WorkflowTaskStarted',
+      ]);
     } finally {
       unregister();
     }
