@@ -193,10 +193,9 @@ describe('hot path: activity result, next task and its commands in one transacti
       'w1',
     );
     const ran: number[] = [];
-    const accept = true;
     const unregister = runtime.ctx.localWorkers.register('default', 'q', {
       workerId: 'local',
-      reserve: () => accept,
+      reserve: () => true,
       release: () => undefined,
       run: (t) => {
         ran.push(t.token);
