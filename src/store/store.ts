@@ -6,7 +6,9 @@ import type { ActivityOptionsMs, HistoryEvent, NewEvent } from '../common/events
  * engine's rules inside `transaction`). Every adapter must pass `store/conformance.ts` unchanged.
  *
  * Concurrency model: `transaction` runs its callback with exclusive write access to the rows it touches
- * and commits atomically (SQLite: one `BEGIN IMMEDIATE` per transaction, serialised in-process; PostgreSQL:
+ * and commits atomically (SQLite: callbacks run one at a time in call order, several sharing one
+ * `BEGIN IMMEDIATE … COMMIT` (group commit) each in its own savepoint, and none is acknowledged before
+ * that commit; PostgreSQL:
  * row locks, `FOR UPDATE SKIP LOCKED` in the `find*` claim queries). A transient fault (SQLITE_BUSY,
  * serialization failure, lost connection) before commit re-runs the callback, so callbacks must have no
  * side effects outside the transaction. Times are milliseconds since the epoch, passed in by the caller

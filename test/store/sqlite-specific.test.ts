@@ -433,6 +433,211 @@ describe('locking', () => {
   });
 });
 
+describe('group commit', () => {
+  it('concurrent transactions share physical commits; each caller gets its own result', async () => {
+    const store = await openSqlite({});
+    await store.transaction((tx) => tx.insertRun(counterRun()));
+    const before = store.stats();
+    const values = await Promise.all(
+      Array.from({ length: 100 }, (_, i) =>
+        store.transaction(async (tx) => {
+          const run = await tx.getRun('counter');
+          await tx.updateRun('counter', { nextEventId: run!.nextEventId + 1 });
+          return i;
+        }),
+      ),
+    );
+    expect(values).toEqual(Array.from({ length: 100 }, (_, i) => i));
+    expect(await counter(store)).toBe(100);
+    const after = store.stats();
+    expect(after.transactions - before.transactions).toBe(100);
+    // 100 callbacks queued together: at most 64 per COMMIT, so two commits, not a hundred.
+    expect(after.commits - before.commits).toBeLessThanOrEqual(4);
+    expect(after.largestGroup).toBeGreaterThan(1);
+    expect(after.largestGroup).toBeLessThanOrEqual(64);
+  });
+
+  it('a lone transaction commits at once, without waiting for company', async () => {
+    const store = await openSqlite({});
+    const before = store.stats();
+    const started = performance.now();
+    for (let i = 0; i < 20; i++) {
+      await store.transaction((tx) => tx.insertRun(run({ runId: `r${i}`, workflowId: `w${i}` })));
+    }
+    const after = store.stats();
+    expect(after.commits - before.commits).toBe(20);
+    expect((performance.now() - started) / 20).toBeLessThan(20);
+  });
+
+  it('a throwing callback in a group is rolled back to its savepoint; its error reaches only its caller', async () => {
+    const store = await openSqlite({});
+    const boom = new Error('boom');
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 10 }, (_, i) =>
+        store.transaction(async (tx) => {
+          await tx.insertRun(run({ runId: `r${i}`, workflowId: `w${i}` }));
+          if (i === 4) throw boom;
+          return i;
+        }),
+      ),
+    );
+    expect(outcomes[4]).toEqual({ status: 'rejected', reason: boom });
+    expect(outcomes.filter((o) => o.status === 'fulfilled')).toHaveLength(9);
+    expect(store.stats().callbackFailures).toBe(1);
+    expect(await store.read((tx) => tx.getRun('r4'))).toBeUndefined();
+    expect(await store.read((tx) => tx.getRun('r5'))).toBeDefined();
+  });
+
+  it('a COMMIT that fails is never acknowledged: the group re-runs one by one and only the culprit fails', async () => {
+    const store = await openSqlite({});
+    // A deferred foreign key, broken by a trigger on one timer key, fails the COMMIT itself (not a
+    // statement): SQLite checks deferred constraints when the transaction commits.
+    const db = raw();
+    db.exec(`
+      CREATE TABLE poison_parent (id INTEGER PRIMARY KEY);
+      CREATE TABLE poison_child (p INTEGER REFERENCES poison_parent (id) DEFERRABLE INITIALLY DEFERRED);
+      CREATE TRIGGER poison AFTER INSERT ON timers WHEN NEW.timer_key = 'poison'
+        BEGIN INSERT INTO poison_child VALUES (42); END;
+    `);
+    db.close();
+    const calls = new Map<number, number>();
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 6 }, (_, i) =>
+        store.transaction(async (tx) => {
+          calls.set(i, (calls.get(i) ?? 0) + 1);
+          await tx.insertTimer({
+            namespace: 'default',
+            runId: `r${i}`,
+            timerKey: i === 2 ? 'poison' : 'fine',
+            kind: 'user',
+            fireAt: 1,
+            startedEventId: 1,
+          });
+          return i;
+        }),
+      ),
+    );
+    expect(outcomes.map((o) => o.status)).toEqual([
+      'fulfilled',
+      'fulfilled',
+      'rejected',
+      'fulfilled',
+      'fulfilled',
+      'fulfilled',
+    ]);
+    const err = (outcomes[2] as PromiseRejectedResult).reason as StoreError;
+    expect(err).toBeInstanceOf(StoreError);
+    expect(err.code).toBe('STORE_FAILURE');
+    expect(err.message).toMatch(/FOREIGN ?KEY/i);
+    // Every callback ran in the failed group and once more alone.
+    expect([...calls.values()]).toEqual([2, 2, 2, 2, 2, 2]);
+    const stats = store.stats();
+    expect(stats.isolations).toBe(1);
+    await store.read(async (tx) => {
+      for (const i of [0, 1, 3, 4, 5]) expect(await tx.listTimers(`r${i}`)).toHaveLength(1);
+      expect(await tx.listTimers('r2')).toEqual([]);
+    });
+  });
+
+  it('reads see every transaction that resolved before them, while a write group is open', async () => {
+    const store = await openSqlite({});
+    await store.transaction((tx) => tx.insertRun(counterRun()));
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    let entered!: () => void;
+    const inside = new Promise<void>((r) => {
+      entered = r;
+    });
+    const open = store.transaction(async (tx) => {
+      await tx.updateRun('counter', { nextEventId: 5 });
+      entered();
+      await gate;
+    });
+    await inside;
+    // The read does not wait for the open group, and does not see its uncommitted write.
+    expect(await within(counter(store), 2_000, 'a read during an open group')).toBe(0);
+    release();
+    await open;
+    expect(await counter(store)).toBe(5);
+    expect(store.connectionSettings()).toHaveLength(2);
+  });
+
+  it('checkpoint() moves the WAL into the database file and truncates it', async () => {
+    const store = await openSqlite({});
+    for (let i = 0; i < 5; i++)
+      await store.transaction((tx) => tx.insertRun(run({ runId: `r${i}`, workflowId: `w${i}` })));
+    expect(statSync(`${file}-wal`).size).toBeGreaterThan(0);
+    expect(await store.checkpoint()).toEqual({ busy: false, remainingFrames: 0 });
+    expect(statSync(`${file}-wal`).size).toBe(0);
+    expect(await store.read((tx) => tx.getRun('r4'))).toBeDefined();
+  });
+});
+
+describe('storage layout', () => {
+  it('keeps a short history in one compressed chunk row and reads any slice of it', async () => {
+    const store = await openSqlite({});
+    const runId = '0b7e6a52-6f1c-4a4e-9d7e-0c2f5f9f6a11';
+    const attrs = (n: number) => ({ markerName: 'm', details: { n, text: 'x'.repeat(20) } });
+    let next = 1;
+    for (const size of [2, 1, 3, 5]) {
+      await store.transaction((tx) =>
+        tx.appendEvents(
+          runId,
+          next,
+          Array.from({ length: size }, (_, k) => ({
+            type: 'MarkerRecorded' as const,
+            time: 1_700_000_000_000 + next + k,
+            attributes: attrs(next + k),
+          })),
+        ),
+      );
+      next += size;
+    }
+    const db = raw();
+    const rows = db.prepare('SELECT count(*) AS n FROM history').get() as { n: number };
+    const key = db.prepare('SELECT typeof(run_id) AS t, length(run_id) AS l FROM run_keys').get();
+    db.close();
+    expect(rows.n).toBe(1);
+    expect(key).toEqual({ t: 'blob', l: 16 });
+    const events = await store.read((tx) => tx.readEvents(runId));
+    expect(events.map((e) => e.eventId)).toEqual(Array.from({ length: 11 }, (_, i) => i + 1));
+    expect(events[6]).toEqual({
+      eventId: 7,
+      type: 'MarkerRecorded',
+      time: 1_700_000_000_007,
+      attributes: attrs(7),
+    });
+    expect((await store.read((tx) => tx.readEvents(runId, 4, 3))).map((e) => e.eventId)).toEqual([4, 5, 6]);
+    expect((await store.read((tx) => tx.readEvents(runId, 11, 3))).map((e) => e.eventId)).toEqual([11]);
+  });
+
+  it('starts a new chunk once the last one is large, and reads across chunks', async () => {
+    const store = await openSqlite({});
+    const runId = 'text-id';
+    for (let i = 1; i <= 60; i++) {
+      await store.transaction((tx) =>
+        tx.appendEvents(runId, i, [
+          {
+            type: 'SignalReceived',
+            time: 1_700_000_000_000 + i * 1000.5,
+            attributes: { signalName: `s${i}`, input: [Math.random().toString(36).repeat(4)] },
+          },
+        ]),
+      );
+    }
+    const db = raw();
+    const rows = (db.prepare('SELECT count(*) AS n FROM history').get() as { n: number }).n;
+    db.close();
+    expect(rows).toBeGreaterThan(1);
+    const events = await store.read((tx) => tx.readEvents(runId, 5, 50));
+    expect(events.map((e) => e.eventId)).toEqual(Array.from({ length: 50 }, (_, i) => i + 5));
+    expect(events[0]!.time).toBe(1_700_000_000_000 + 5 * 1000.5);
+    expect((events[0]!.attributes as { signalName: string }).signalName).toBe('s5');
+  });
+});
+
 describe('several processes on one file', () => {
   const children: ChildProcessWithoutNullStreams[] = [];
   afterAll(() => {

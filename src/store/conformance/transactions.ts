@@ -62,6 +62,114 @@ export function describeTransactions(s: SuiteContext): void {
       expect((await s.store.read((t) => t.getRun('run-1')))?.nextEventId).toBe(51);
     });
 
+    it('many concurrent transactions: the throwing ones roll back completely, the others commit', async () => {
+      await tx((t) => t.insertRun(run({ workflowId: 'shared' })));
+      const count = 40;
+      const fails = (i: number) => i % 3 === 1;
+      const results = await Promise.allSettled(
+        Array.from({ length: count }, (_, i) =>
+          s.store.transaction(async (t) => {
+            const runId = `c-${i}`;
+            await t.insertRun(run({ runId, workflowId: `wf-c-${i}` }));
+            await t.appendEvents(runId, 1, [marker(i)]);
+            await t.insertTimer(timer({ runId, timerKey: `k${i}` }));
+            await t.putRequest({
+              namespace: 'default',
+              requestId: `req-${i}`,
+              kind: 'start',
+              runId,
+              createdAt: T0,
+            });
+            const shared = await t.getRun('run-1');
+            await t.updateRun('run-1', { nextEventId: shared!.nextEventId + 1 });
+            if (fails(i)) throw new Error(`fail ${i}`);
+            return `value ${i}`;
+          }),
+        ),
+      );
+      results.forEach((r, i) => {
+        if (fails(i)) {
+          expect(r.status).toBe('rejected');
+          expect(((r as PromiseRejectedResult).reason as Error).message).toBe(`fail ${i}`);
+        } else {
+          expect(r).toEqual({ status: 'fulfilled', value: `value ${i}` });
+        }
+      });
+      const committed = Array.from({ length: count }, (_, i) => i).filter((i) => !fails(i));
+      await s.store.read(async (t) => {
+        for (let i = 0; i < count; i++) {
+          const runId = `c-${i}`;
+          if (fails(i)) {
+            expect(await t.getRun(runId)).toBeUndefined();
+            expect(await t.readEvents(runId)).toEqual([]);
+            expect(await t.listTimers(runId)).toEqual([]);
+            expect(await t.getRequest('default', `req-${i}`)).toBeUndefined();
+          } else {
+            expect((await t.getRun(runId))?.workflowId).toBe(`wf-c-${i}`);
+            expect(await t.readEvents(runId)).toEqual([{ eventId: 1, ...marker(i) }]);
+            expect((await t.listTimers(runId)).map((x) => x.timerKey)).toEqual([`k${i}`]);
+            expect((await t.getRequest('default', `req-${i}`))?.runId).toBe(runId);
+          }
+        }
+        expect((await t.getRun('run-1'))?.nextEventId).toBe(1 + committed.length);
+      });
+    });
+
+    it('concurrent conflicting writes take effect in call order, each caller gets its own result', async () => {
+      await tx((t) => t.insertRun(run()));
+      const count = 30;
+      const values = await Promise.allSettled(
+        Array.from({ length: count }, (_, i) =>
+          s.store.transaction(async (t) => {
+            const current = await t.getRun('run-1');
+            const order = ((current!.memo?.order as number[] | undefined) ?? []).concat(i);
+            await t.updateRun('run-1', { memo: { order }, nextEventId: current!.nextEventId + 1 });
+            await t.appendEvents('run-1', current!.nextEventId, [marker(i)]);
+            if (i % 7 === 3) throw new Error(`no ${i}`);
+            return { i, sawBefore: current!.nextEventId - 1 };
+          }),
+        ),
+      );
+      const kept = Array.from({ length: count }, (_, i) => i).filter((i) => i % 7 !== 3);
+      let seen = 0;
+      values.forEach((v, i) => {
+        if (i % 7 === 3) {
+          expect(v.status).toBe('rejected');
+          return;
+        }
+        // Each caller gets its own value, computed after exactly the earlier committed callers.
+        expect(v).toEqual({ status: 'fulfilled', value: { i, sawBefore: seen } });
+        seen++;
+      });
+      await s.store.read(async (t) => {
+        const r = await t.getRun('run-1');
+        expect(r?.memo).toEqual({ order: kept });
+        expect(r?.nextEventId).toBe(kept.length + 1);
+        const events = await t.readEvents('run-1');
+        expect(events.map((e) => (e.attributes as { details: { n: number } }).details.n)).toEqual(kept);
+        expect(events.map((e) => e.eventId)).toEqual(kept.map((_, k) => k + 1));
+      });
+    });
+
+    it('a transaction that fails with a store error among concurrent ones rejects only its caller', async () => {
+      await tx((t) => t.insertRun(run({ runId: 'open', workflowId: 'dup' })));
+      const outcomes = await Promise.allSettled([
+        tx((t) => t.insertRun(run({ runId: 'a', workflowId: 'wa' }))),
+        tx((t) => t.insertRun(run({ runId: 'b', workflowId: 'dup' }))),
+        tx((t) => t.insertRun(run({ runId: 'c', workflowId: 'wc' }))),
+      ]);
+      expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+      await expectStoreError(
+        Promise.reject((outcomes[1] as PromiseRejectedResult).reason),
+        'DUPLICATE_OPEN_RUN',
+      );
+      await s.store.read(async (t) => {
+        expect(await t.getRun('a')).toBeDefined();
+        expect(await t.getRun('b')).toBeUndefined();
+        expect(await t.getRun('c')).toBeDefined();
+      });
+    });
+
     it('a handle fails after its callback settled (TX_ENDED)', async () => {
       let leaked: StoreTx | undefined;
       await tx(async (t) => {

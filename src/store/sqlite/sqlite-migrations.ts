@@ -13,16 +13,33 @@ export interface SqliteMigration {
 
 /**
  * The schema, as numbered steps. Times are INTEGER milliseconds since the epoch, booleans 0/1, and
- * JSON values (attributes, inputs, options, failures, memo) TEXT holding `JSON.stringify` output, so a
- * value reads back byte for byte, key order included.
+ * JSON values (inputs, options, failures, memo) TEXT holding `JSON.stringify` output, so a value reads
+ * back byte for byte, key order included.
+ *
+ * Layout, chosen for bytes on disk (a sleeping workflow should cost a few hundred bytes):
+ * - `run_keys` gives every run id the store has seen a small integer key (`rk`); every per-run table
+ *   refers to runs by it instead of repeating the id. Columns holding a run id are declared BLOB (no type
+ *   conversion): a run id that is a lowercase UUID is stored as its 16 bytes, any other id as TEXT (`sqlite-rows.ts`, encodeRunId). A key exists for every run
+ *   id written anywhere (history, timers, ... may be written before the run record), and is never reused.
+ * - `runs` is keyed by `rk`. "One running run per workflow id" is checked by the adapter inside the write
+ *   transaction (`BEGIN IMMEDIATE` makes that check race-free across processes), not by an index.
+ * - `history` holds a run's events in chunks: each row holds consecutive events, JSON-encoded and
+ *   compressed (`sqlite-history.ts`). Its key is `rk << 32 | first event id`, so a run's chunks are
+ *   adjacent and ordered without an index.
+ * - Small per-run tables are `WITHOUT ROWID` where their primary key is the only way they are read.
  */
 export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = [
   {
     version: 1,
-    description: 'runs, events, buffer, activities, timers, requests, queries',
+    description: 'run keys, runs, history chunks, buffer, activities, timers, requests, queries',
     sql: `
+CREATE TABLE run_keys (
+  rk INTEGER PRIMARY KEY,
+  run_id BLOB NOT NULL UNIQUE
+);
+
 CREATE TABLE runs (
-  run_id TEXT PRIMARY KEY,
+  rk INTEGER PRIMARY KEY,
   namespace TEXT NOT NULL,
   workflow_id TEXT NOT NULL,
   workflow_type TEXT NOT NULL,
@@ -48,33 +65,30 @@ CREATE TABLE runs (
   wft_token INTEGER NOT NULL,
   wft_failure TEXT
 );
-CREATE UNIQUE INDEX runs_one_open ON runs (namespace, workflow_id) WHERE status = 'running';
-CREATE INDEX runs_by_workflow ON runs (namespace, workflow_id, start_time);
+CREATE INDEX runs_by_workflow ON runs (namespace, workflow_id);
 CREATE INDEX runs_wft_claim ON runs (namespace, task_queue, wft_visible_at)
   WHERE status = 'running' AND wft_phase = 'scheduled';
 CREATE INDEX runs_wft_visible ON runs (wft_visible_at) WHERE status = 'running' AND wft_phase = 'scheduled';
 CREATE INDEX runs_wft_lease ON runs (wft_lease_expires_at) WHERE status = 'running' AND wft_phase = 'started';
 
-CREATE TABLE events (
-  run_id TEXT NOT NULL,
-  event_id INTEGER NOT NULL,
-  type TEXT NOT NULL,
-  time INTEGER NOT NULL,
-  attributes TEXT NOT NULL,
-  PRIMARY KEY (run_id, event_id)
+CREATE TABLE history (
+  chunk_key INTEGER PRIMARY KEY,
+  last_event_id INTEGER NOT NULL,
+  base_time INTEGER NOT NULL,
+  chunk BLOB NOT NULL
 );
 
 CREATE TABLE buffer (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  run_id TEXT NOT NULL,
+  rk INTEGER NOT NULL,
   type TEXT NOT NULL,
   time INTEGER NOT NULL,
   attributes TEXT NOT NULL
 );
-CREATE INDEX buffer_by_run ON buffer (run_id, seq);
+CREATE INDEX buffer_by_run ON buffer (rk, seq);
 
 CREATE TABLE activities (
-  run_id TEXT NOT NULL,
+  rk INTEGER NOT NULL,
   scheduled_event_id INTEGER NOT NULL,
   namespace TEXT NOT NULL,
   workflow_id TEXT NOT NULL,
@@ -95,7 +109,7 @@ CREATE TABLE activities (
   lease_owner TEXT,
   token INTEGER NOT NULL,
   deadline INTEGER,
-  PRIMARY KEY (run_id, scheduled_event_id)
+  PRIMARY KEY (rk, scheduled_event_id)
 );
 CREATE INDEX activities_claim ON activities (namespace, task_queue, visible_at)
   WHERE phase = 'scheduled' AND cancel_requested = 0;
@@ -103,21 +117,21 @@ CREATE INDEX activities_visible ON activities (visible_at) WHERE phase = 'schedu
 CREATE INDEX activities_deadline ON activities (deadline) WHERE deadline IS NOT NULL;
 
 CREATE TABLE timers (
-  run_id TEXT NOT NULL,
+  rk INTEGER NOT NULL,
   timer_key TEXT NOT NULL,
   namespace TEXT NOT NULL,
   kind TEXT NOT NULL,
   fire_at INTEGER NOT NULL,
   started_event_id INTEGER NOT NULL,
-  PRIMARY KEY (run_id, timer_key)
-);
+  PRIMARY KEY (rk, timer_key)
+) WITHOUT ROWID;
 CREATE INDEX timers_fire_at ON timers (fire_at);
 
 CREATE TABLE requests (
   namespace TEXT NOT NULL,
   request_id TEXT NOT NULL,
   kind TEXT NOT NULL,
-  run_id TEXT NOT NULL,
+  run_id BLOB NOT NULL,
   created_at INTEGER NOT NULL,
   PRIMARY KEY (namespace, request_id)
 );
@@ -126,7 +140,7 @@ CREATE INDEX requests_created_at ON requests (created_at);
 CREATE TABLE queries (
   id TEXT PRIMARY KEY,
   namespace TEXT NOT NULL,
-  run_id TEXT NOT NULL,
+  run_id BLOB NOT NULL,
   task_queue TEXT NOT NULL,
   query_type TEXT NOT NULL,
   args TEXT NOT NULL,

@@ -1,6 +1,6 @@
 import type BetterSqlite3 from 'better-sqlite3';
 import type { FailureInfo } from '../../common/errors.js';
-import type { ActivityOptionsMs, HistoryEvent, NewEvent } from '../../common/events.js';
+import type { ActivityOptionsMs, NewEvent } from '../../common/events.js';
 import type {
   ActivityPhase,
   ActivityRecord,
@@ -20,7 +20,20 @@ import type {
  * stored as the text `null`, so the two stay distinct for `unknown` fields.
  */
 
-export type SqlValue = string | number | null;
+export type SqlValue = string | number | Buffer | null;
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** A run id as stored: a lowercase UUID as its 16 bytes, anything else as TEXT (a BLOB never equals TEXT). */
+export function encodeRunId(runId: string): string | Buffer {
+  return runId.length === 36 && UUID.test(runId) ? Buffer.from(runId.replace(/-/g, ''), 'hex') : runId;
+}
+
+export function decodeRunId(stored: string | Uint8Array): string {
+  if (typeof stored === 'string') return stored;
+  const h = Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength).toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
 
 /** JSON text for a value, or NULL for `undefined`. */
 export function toJson(value: unknown): string | null {
@@ -38,7 +51,7 @@ function fromJsonOrNull<T>(text: string | null): T | null {
 // ---- runs ----
 
 export interface RunRow {
-  run_id: string;
+  run_id: string | Uint8Array;
   namespace: string;
   workflow_id: string;
   workflow_type: string;
@@ -71,9 +84,11 @@ const bool: Encoder = (v) => (v ? 1 : 0);
 const json: Encoder = (v) => toJson(v);
 const jsonOrNull: Encoder = (v) => (v === null ? null : toJson(v));
 
-/** Record field -> [column, encoder], for inserts and patches. Key order is the column order. */
-export const RUN_COLUMNS: Readonly<Record<keyof RunRecord, readonly [string, Encoder]>> = {
-  runId: ['run_id', plain],
+/**
+ * Record field -> [column, encoder], for inserts (after the run key) and patches. Key order is the
+ * column order. The run id lives in `run_keys`.
+ */
+export const RUN_COLUMNS: Readonly<Record<Exclude<keyof RunRecord, 'runId'>, readonly [string, Encoder]>> = {
   namespace: ['namespace', plain],
   workflowId: ['workflow_id', plain],
   workflowType: ['workflow_type', plain],
@@ -104,7 +119,7 @@ export function rowToRun(r: RunRow): RunRecord {
   return {
     namespace: r.namespace,
     workflowId: r.workflow_id,
-    runId: r.run_id,
+    runId: decodeRunId(r.run_id),
     workflowType: r.workflow_type,
     taskQueue: r.task_queue,
     status: r.status as RunStatus,
@@ -133,7 +148,7 @@ export function rowToRun(r: RunRow): RunRecord {
 // ---- activities ----
 
 export interface ActivityRow {
-  run_id: string;
+  run_id: string | Uint8Array;
   scheduled_event_id: number;
   namespace: string;
   workflow_id: string;
@@ -156,8 +171,10 @@ export interface ActivityRow {
   deadline: number | null;
 }
 
-export const ACTIVITY_COLUMNS: Readonly<Record<keyof ActivityRecord, readonly [string, Encoder]>> = {
-  runId: ['run_id', plain],
+/** As RUN_COLUMNS: inserted after the run key; the run id lives in `run_keys`. */
+export const ACTIVITY_COLUMNS: Readonly<
+  Record<Exclude<keyof ActivityRecord, 'runId'>, readonly [string, Encoder]>
+> = {
   scheduledEventId: ['scheduled_event_id', plain],
   namespace: ['namespace', plain],
   workflowId: ['workflow_id', plain],
@@ -184,7 +201,7 @@ export function rowToActivity(r: ActivityRow): ActivityRecord {
   return {
     namespace: r.namespace,
     workflowId: r.workflow_id,
-    runId: r.run_id,
+    runId: decodeRunId(r.run_id),
     scheduledEventId: r.scheduled_event_id,
     activityId: r.activity_id,
     activityType: r.activity_type,
@@ -211,7 +228,7 @@ export function rowToActivity(r: ActivityRow): ActivityRecord {
 export interface QueryRow {
   id: string;
   namespace: string;
-  run_id: string;
+  run_id: string | Uint8Array;
   task_queue: string;
   query_type: string;
   args: string;
@@ -225,7 +242,7 @@ export interface QueryRow {
 export const QUERY_COLUMNS: Readonly<Record<keyof QueryRecord, readonly [string, Encoder]>> = {
   id: ['id', plain],
   namespace: ['namespace', plain],
-  runId: ['run_id', plain],
+  runId: ['run_id', (v) => encodeRunId(v as string)],
   taskQueue: ['task_queue', plain],
   queryType: ['query_type', plain],
   args: ['args', json],
@@ -240,7 +257,7 @@ export function rowToQuery(r: QueryRow): QueryRecord {
   return {
     id: r.id,
     namespace: r.namespace,
-    runId: r.run_id,
+    runId: decodeRunId(r.run_id),
     taskQueue: r.task_queue,
     queryType: r.query_type,
     args: JSON.parse(r.args) as unknown[],
@@ -255,7 +272,7 @@ export function rowToQuery(r: QueryRow): QueryRecord {
 // ---- timers, requests, events ----
 
 export interface TimerRow {
-  run_id: string;
+  run_id: string | Uint8Array;
   timer_key: string;
   namespace: string;
   kind: string;
@@ -266,7 +283,7 @@ export interface TimerRow {
 export function rowToTimer(r: TimerRow): TimerRecord {
   return {
     namespace: r.namespace,
-    runId: r.run_id,
+    runId: decodeRunId(r.run_id),
     timerKey: r.timer_key,
     kind: r.kind as TimerKind,
     fireAt: r.fire_at,
@@ -278,7 +295,7 @@ export interface RequestRow {
   namespace: string;
   request_id: string;
   kind: string;
-  run_id: string;
+  run_id: string | Uint8Array;
   created_at: number;
 }
 
@@ -287,25 +304,17 @@ export function rowToRequest(r: RequestRow): RequestRecord {
     namespace: r.namespace,
     requestId: r.request_id,
     kind: r.kind as RequestRecord['kind'],
-    runId: r.run_id,
+    runId: decodeRunId(r.run_id),
     createdAt: r.created_at,
   };
 }
 
-export interface EventRow {
-  event_id: number;
-  type: string;
-  time: number;
-  attributes: string;
-}
-
-export function rowToEvent(r: EventRow): HistoryEvent {
-  return {
-    eventId: r.event_id,
-    type: r.type,
-    time: r.time,
-    attributes: JSON.parse(r.attributes),
-  } as HistoryEvent;
+/** One history chunk (see `sqlite-history.ts`). */
+export interface ChunkRow {
+  first_event_id: number;
+  last_event_id: number;
+  base_time: number;
+  chunk: Uint8Array;
 }
 
 export interface BufferRow {
@@ -323,8 +332,8 @@ export function rowToBuffered(r: BufferRow): { seq: number; event: NewEvent } {
 }
 
 /** Binds every column of `columns` from `record`, in key order. */
-export function encodeAll<R>(
-  columns: Readonly<Record<keyof R, readonly [string, Encoder]>>,
+export function encodeAll<R, K extends keyof R>(
+  columns: Readonly<Record<K, readonly [string, Encoder]>>,
   record: R,
 ): SqlValue[] {
   const out: SqlValue[] = [];
@@ -339,12 +348,18 @@ export function encodeAll<R>(
 export function insertSql(
   table: string,
   columns: Readonly<Record<string, readonly [string, Encoder]>>,
+  leading: readonly string[] = [],
 ): string {
-  const names = Object.values(columns).map(([c]) => c);
+  const names = [...leading, ...Object.values(columns).map(([c]) => c)];
   return `INSERT INTO ${table} (${names.join(', ')}) VALUES (${names.map(() => '?').join(', ')})`;
 }
 
 export type Stmt = BetterSqlite3.Statement<unknown[], unknown>;
+
+/** Row sources that add the run id (from `run_keys`) to a per-run table's columns. */
+const RUN = 'k.run_id, r.* FROM runs r JOIN run_keys k ON k.rk = r.rk';
+const ACTIVITY = 'k.run_id, a.* FROM activities a JOIN run_keys k ON k.rk = a.rk';
+const TIMER = 'k.run_id, t.* FROM timers t JOIN run_keys k ON k.rk = t.rk';
 
 const OPEN_QUERY = "(phase = 'pending' OR (phase = 'claimed' AND lease_expires_at <= ?))";
 
@@ -354,39 +369,58 @@ const SQL = {
   beginDeferred: 'BEGIN DEFERRED',
   commit: 'COMMIT',
   rollback: 'ROLLBACK',
+  savepoint: 'SAVEPOINT longhaul_member',
+  releaseSavepoint: 'RELEASE longhaul_member',
+  rollbackToSavepoint: 'ROLLBACK TO longhaul_member',
 
-  insertRun: insertSql('runs', RUN_COLUMNS),
-  getRun: 'SELECT * FROM runs WHERE run_id = ?',
-  runExists: 'SELECT 1 FROM runs WHERE run_id = ?',
-  findRunById: 'SELECT * FROM runs WHERE run_id = ? AND namespace = ? AND workflow_id = ?',
-  // rowid breaks start-time ties (continue-as-new within one clock tick): the later insert wins.
-  findLatestRun:
-    'SELECT * FROM runs WHERE namespace = ? AND workflow_id = ? ORDER BY start_time DESC, rowid DESC LIMIT 1',
-  findOpenRun: "SELECT * FROM runs WHERE namespace = ? AND workflow_id = ? AND status = 'running'",
+  runKey: 'SELECT rk FROM run_keys WHERE run_id = ?',
+  insertRunKey: 'INSERT INTO run_keys (run_id) VALUES (?)',
 
-  maxEventId: 'SELECT max(event_id) AS m FROM events WHERE run_id = ?',
-  insertEvent: 'INSERT INTO events (run_id, event_id, type, time, attributes) VALUES (?, ?, ?, ?, ?)',
-  readEvents:
-    'SELECT event_id, type, time, attributes FROM events WHERE run_id = ? AND event_id >= ? ORDER BY event_id LIMIT ?',
+  insertRun: insertSql('runs', RUN_COLUMNS, ['rk']),
+  getRun: `SELECT ${RUN} WHERE r.rk = ?`,
+  runExists: 'SELECT 1 FROM runs WHERE rk = ?',
+  findRunById: `SELECT ${RUN} WHERE r.rk = ? AND r.namespace = ? AND r.workflow_id = ?`,
+  // The run key breaks start-time ties (continue-as-new within one clock tick): the later run wins.
+  findLatestRun: `SELECT ${RUN} WHERE r.namespace = ? AND r.workflow_id = ? ORDER BY r.start_time DESC, r.rk DESC LIMIT 1`,
+  findOpenRun: `SELECT ${RUN} WHERE r.namespace = ? AND r.workflow_id = ? AND r.status = 'running'`,
+  otherOpenRun:
+    "SELECT 1 FROM runs WHERE namespace = ? AND workflow_id = ? AND status = 'running' AND rk <> ?",
+  runIdentity: 'SELECT namespace, workflow_id FROM runs WHERE rk = ?',
 
-  insertBuffered: 'INSERT INTO buffer (run_id, type, time, attributes) VALUES (?, ?, ?, ?)',
-  listBuffered: 'SELECT seq, type, time, attributes FROM buffer WHERE run_id = ? ORDER BY seq',
-  deleteBuffered: 'DELETE FROM buffer WHERE run_id = ? AND seq <= ?',
+  // History chunks: chunk_key = rk << 32 | first event id (see the schema).
+  // Named parameters: @rk (run key), @first (first event id of a chunk), @from (first event id wanted).
+  lastChunk:
+    'SELECT chunk_key & 4294967295 AS first_event_id, last_event_id, base_time, chunk FROM history ' +
+    'WHERE chunk_key BETWEEN (@rk << 32) AND (@rk << 32) + 4294967295 ORDER BY chunk_key DESC LIMIT 1',
+  insertChunk:
+    'INSERT INTO history (chunk_key, last_event_id, base_time, chunk) ' +
+    'VALUES ((@rk << 32) + @first, @last, @base, @chunk)',
+  updateChunk:
+    'UPDATE history SET last_event_id = @last, chunk = @chunk WHERE chunk_key = (@rk << 32) + @first',
+  readChunks:
+    'SELECT chunk_key & 4294967295 AS first_event_id, last_event_id, base_time, chunk FROM history ' +
+    'WHERE chunk_key BETWEEN (@rk << 32) + coalesce((SELECT max(chunk_key) & 4294967295 FROM history ' +
+    'WHERE chunk_key BETWEEN (@rk << 32) AND (@rk << 32) + @from), 0) AND (@rk << 32) + 4294967295 ' +
+    'ORDER BY chunk_key',
 
-  insertActivity: insertSql('activities', ACTIVITY_COLUMNS),
-  getActivity: 'SELECT * FROM activities WHERE run_id = ? AND scheduled_event_id = ?',
-  activityExists: 'SELECT 1 FROM activities WHERE run_id = ? AND scheduled_event_id = ?',
-  listActivities: 'SELECT * FROM activities WHERE run_id = ? ORDER BY scheduled_event_id',
-  deleteActivity: 'DELETE FROM activities WHERE run_id = ? AND scheduled_event_id = ?',
+  insertBuffered: 'INSERT INTO buffer (rk, type, time, attributes) VALUES (?, ?, ?, ?)',
+  listBuffered: 'SELECT seq, type, time, attributes FROM buffer WHERE rk = ? ORDER BY seq',
+  deleteBuffered: 'DELETE FROM buffer WHERE rk = ? AND seq <= ?',
+
+  insertActivity: insertSql('activities', ACTIVITY_COLUMNS, ['rk']),
+  getActivity: `SELECT ${ACTIVITY} WHERE a.rk = ? AND a.scheduled_event_id = ?`,
+  activityExists: 'SELECT 1 FROM activities WHERE rk = ? AND scheduled_event_id = ?',
+  listActivities: `SELECT ${ACTIVITY} WHERE a.rk = ? ORDER BY a.scheduled_event_id`,
+  deleteActivity: 'DELETE FROM activities WHERE rk = ? AND scheduled_event_id = ?',
 
   insertTimer:
-    'INSERT INTO timers (run_id, timer_key, namespace, kind, fire_at, started_event_id) VALUES (?, ?, ?, ?, ?, ?)',
-  listTimers: 'SELECT * FROM timers WHERE run_id = ? ORDER BY fire_at, timer_key',
-  deleteTimer: 'DELETE FROM timers WHERE run_id = ? AND timer_key = ?',
+    'INSERT INTO timers (rk, timer_key, namespace, kind, fire_at, started_event_id) VALUES (?, ?, ?, ?, ?, ?)',
+  listTimers: `SELECT ${TIMER} WHERE t.rk = ? ORDER BY t.fire_at, t.timer_key`,
+  deleteTimer: 'DELETE FROM timers WHERE rk = ? AND timer_key = ?',
 
-  deleteRunActivities: 'DELETE FROM activities WHERE run_id = ?',
-  deleteRunTimers: 'DELETE FROM timers WHERE run_id = ?',
-  deleteRunBuffer: 'DELETE FROM buffer WHERE run_id = ?',
+  deleteRunActivities: 'DELETE FROM activities WHERE rk = ?',
+  deleteRunTimers: 'DELETE FROM timers WHERE rk = ?',
+  deleteRunBuffer: 'DELETE FROM buffer WHERE rk = ?',
   deleteRunOpenQueries: "DELETE FROM queries WHERE run_id = ? AND phase <> 'answered'",
 
   putRequest:
@@ -403,19 +437,19 @@ const SQL = {
   deleteQuery: 'DELETE FROM queries WHERE id = ?',
 
   claimableWorkflowTasks:
-    "SELECT * FROM runs WHERE namespace = ? AND task_queue = ? AND status = 'running' AND wft_phase = 'scheduled' " +
-    'AND wft_visible_at <= ? ORDER BY wft_visible_at, run_id LIMIT ?',
+    `SELECT ${RUN} WHERE r.namespace = ? AND r.task_queue = ? AND r.status = 'running' ` +
+    "AND r.wft_phase = 'scheduled' AND r.wft_visible_at <= ? ORDER BY r.wft_visible_at, r.rk LIMIT ?",
   claimableActivities:
-    "SELECT * FROM activities WHERE namespace = ? AND task_queue = ? AND phase = 'scheduled' " +
-    'AND cancel_requested = 0 AND visible_at <= ? ORDER BY visible_at, run_id, scheduled_event_id LIMIT ?',
+    `SELECT ${ACTIVITY} WHERE a.namespace = ? AND a.task_queue = ? AND a.phase = 'scheduled' ` +
+    'AND a.cancel_requested = 0 AND a.visible_at <= ? ORDER BY a.visible_at, a.rk, a.scheduled_event_id LIMIT ?',
   claimableQueries: `SELECT * FROM queries WHERE namespace = ? AND task_queue = ? AND ${OPEN_QUERY} ORDER BY created_at, id LIMIT ?`,
-  dueTimers: 'SELECT * FROM timers WHERE fire_at <= ? ORDER BY fire_at, run_id, timer_key LIMIT ?',
+  dueTimers: `SELECT ${TIMER} WHERE t.fire_at <= ? ORDER BY t.fire_at, t.rk, t.timer_key LIMIT ?`,
   expiredWorkflowTasks:
-    "SELECT * FROM runs WHERE status = 'running' AND wft_phase = 'started' AND wft_lease_expires_at <= ? " +
-    'ORDER BY wft_lease_expires_at, run_id LIMIT ?',
+    `SELECT ${RUN} WHERE r.status = 'running' AND r.wft_phase = 'started' AND r.wft_lease_expires_at <= ? ` +
+    'ORDER BY r.wft_lease_expires_at, r.rk LIMIT ?',
   dueActivities:
-    'SELECT * FROM activities WHERE deadline IS NOT NULL AND deadline <= ? ' +
-    'ORDER BY deadline, run_id, scheduled_event_id LIMIT ?',
+    `SELECT ${ACTIVITY} WHERE a.deadline IS NOT NULL AND a.deadline <= ? ` +
+    'ORDER BY a.deadline, a.rk, a.scheduled_event_id LIMIT ?',
   nextWakeTime:
     'SELECT min(t) AS t FROM (' +
     'SELECT min(fire_at) AS t FROM timers ' +

@@ -5,9 +5,17 @@ import type { Logger } from '../../common/logger.js';
 import { silentLogger } from '../../common/logger.js';
 import { classifyStoreError, errorCode, isTransientStoreErrorClass } from '../errors.js';
 import type { Store, StoreCapabilities, StoreReader, StoreTx } from '../store.js';
+import {
+  backoffMs,
+  busyError,
+  type GroupCommitStats,
+  SqliteGroupCommit,
+  sleep,
+  storeFailure,
+} from './sqlite-group-commit.js';
 import { checkSchemaForClient, migrateSchema } from './sqlite-migrations.js';
 import { prepareStatements, type SqliteStatements } from './sqlite-rows.js';
-import { SqliteTx } from './sqlite-tx.js';
+import { RunKeyCache, SqliteTx } from './sqlite-tx.js';
 
 /** Options of one SQLite store, as compiled from a connection string by `openStore`. */
 export interface SqliteStoreOptions {
@@ -36,6 +44,15 @@ export interface SqliteConnectionSettings {
 const DEFAULT_BUSY_TIMEOUT_MS = 50;
 const DEFAULT_BUSY_RETRY_BUDGET_MS = 30_000;
 const MEMORY = ':memory:';
+/** Most callbacks one physical transaction commits, and how long, in ms, a group keeps taking more. */
+const MAX_GROUP_SIZE = 64;
+const MAX_GROUP_MS = 20;
+
+/** Counters of one store, for diagnostics and tests (`SqliteStore.stats`). */
+export interface SqliteStoreStats extends GroupCommitStats {
+  /** `read` callbacks run. */
+  readonly reads: number;
+}
 
 /**
  * The SQLite store: one file, any number of processes on one host (never a network filesystem).
@@ -43,31 +60,50 @@ const MEMORY = ':memory:';
  * Guarantees:
  * - Every connection runs in WAL mode with `synchronous=FULL` (unless the caller chose `normal`), and
  *   `fullfsync` on macOS, so a committed transaction survives a process crash and a power loss.
- * - Transactions of one Store instance run one at a time, in call order (an async mutex), each as one
- *   `BEGIN IMMEDIATE ... COMMIT`. A throw inside the callback rolls everything back and rethrows the same
- *   error. `read` runs under the same mutex in a deferred transaction, so it sees one committed snapshot.
+ * - Transactions use group commit (`SqliteGroupCommit`): callbacks queued together run one after another,
+ *   in call order, inside one `BEGIN IMMEDIATE ... COMMIT`, each in its own savepoint, so one fsync
+ *   acknowledges many. A throw inside a callback rolls back that callback's writes only and rejects its
+ *   promise with the same error; no promise settles before the COMMIT that made it durable succeeded.
+ * - `read` runs in a deferred transaction and sees one committed snapshot, including every transaction
+ *   whose promise resolved before `read` was called. A file store reads on a second connection, so reads
+ *   never wait for a write group; an in-memory store (one connection) runs reads between groups.
  * - Lock waits never freeze the event loop for long: SQLite waits at most `busyTimeoutMs`, then the
- *   transaction is rolled back and its callback re-run after an asynchronous, jittered backoff (2 ms
- *   doubling to 100 ms), until `busyRetryBudgetMs` has passed (then StoreError 'STORE_BUSY'). The callback
+ *   transaction is rolled back and its callbacks re-run after an asynchronous, jittered backoff (2 ms
+ *   doubling to 100 ms), until `busyRetryBudgetMs` has passed (then StoreError 'STORE_BUSY'). A callback
  *   may therefore run more than once and must have no effects outside the transaction.
- * - Do not call `transaction` or `read` of the same Store from inside a callback: it would wait for itself.
+ * - Do not call `transaction` of the same Store from inside a transaction callback: it would wait for
+ *   itself.
  */
 export class SqliteStore implements Store {
   readonly capabilities: StoreCapabilities;
   readonly description: string;
-  private readonly mutex = new AsyncMutex();
-  private readonly stmts: SqliteStatements;
+  private readonly writer: SqliteGroupCommit;
+  private readonly reader: SqliteReader | undefined;
+  private readonly keys = new RunKeyCache();
+  private reads = 0;
   private closed = false;
   private closing: Promise<void> | undefined;
 
   private constructor(
     private readonly db: Database.Database,
+    readerDb: Database.Database | undefined,
     private readonly options: SqliteStoreOptions,
     description: string,
   ) {
     this.description = description;
     this.capabilities = { sharedAcrossProcesses: options.path !== MEMORY };
-    this.stmts = prepareStatements(db);
+    this.writer = new SqliteGroupCommit(
+      db,
+      prepareStatements(db),
+      {
+        maxGroupSize: MAX_GROUP_SIZE,
+        maxGroupMs: MAX_GROUP_MS,
+        busyRetryBudgetMs: options.busyRetryBudgetMs ?? DEFAULT_BUSY_RETRY_BUDGET_MS,
+      },
+      description,
+      this.keys,
+    );
+    this.reader = readerDb && { db: readerDb, stmts: prepareStatements(readerDb), mutex: new AsyncMutex() };
   }
 
   /** Opens (and for a node, creates and migrates) the store. Fails with a StoreError saying what to do. */
@@ -93,14 +129,20 @@ export class SqliteStore implements Store {
         );
       }
     }
-    let db: Database.Database;
+    const connect = (): Database.Database => {
+      let db: Database.Database | undefined;
+      try {
+        db = new Database(options.path, { fileMustExist: options.mode === 'client', timeout: busyTimeoutMs });
+        db.pragma(`busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))}`);
+        return db;
+      } catch (err) {
+        db?.close();
+        throw openFailed(where, err);
+      }
+    };
+    const db = connect();
+    let readerDb: Database.Database | undefined;
     try {
-      db = new Database(options.path, { fileMustExist: options.mode === 'client', timeout: busyTimeoutMs });
-    } catch (err) {
-      throw openFailed(where, err);
-    }
-    try {
-      db.pragma(`busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))}`);
       if (options.mode === 'client') {
         // Check before any pragma that could write, so a client never initialises a file.
         await retryWhileBusy(() => checkSchemaForClient(db, where), budgetMs, where);
@@ -110,77 +152,112 @@ export class SqliteStore implements Store {
         const { from, to } = await retryWhileBusy(() => migrateSchema(db, where), budgetMs, where);
         if (from !== to) logger.info('migrated the SQLite store schema', { path: options.path, from, to });
       }
+      if (!memory) {
+        readerDb = connect();
+        const reader = readerDb;
+        await retryWhileBusy(() => configureConnection(reader, options), budgetMs, where);
+        reader.pragma('query_only = ON');
+      }
     } catch (err) {
+      readerDb?.close();
       db.close();
       throw err instanceof StoreError ? err : openFailed(where, err);
     }
     logger.info('opened SQLite store', { path: options.path, mode: options.mode });
-    return new SqliteStore(db, options, where);
+    return new SqliteStore(db, readerDb, options, where);
   }
 
   transaction<T>(fn: (tx: StoreTx) => Promise<T>): Promise<T> {
-    return this.run(fn, true);
+    if (this.closed) return Promise.reject(closedError(this.description));
+    return this.writer.write(fn);
   }
 
   read<T>(fn: (tx: StoreReader) => Promise<T>): Promise<T> {
-    return this.run(fn, false);
+    if (this.closed) return Promise.reject(closedError(this.description));
+    const reader = this.reader;
+    if (reader) return reader.mutex.lock(() => this.readOn(reader.db, reader.stmts, fn));
+    return this.writer.exclusive(() => this.readOn(this.db, this.writer.statements, fn));
   }
 
-  /** Waits for queued transactions, then closes the connection. Idempotent; never call it from a callback. */
+  /**
+   * Moves every committed page from the WAL into the database file and truncates the WAL
+   * (`PRAGMA wal_checkpoint(TRUNCATE)`), after the transactions queued before it. Readers of other
+   * processes can make it partial; the result says how many WAL frames were left over (0: complete).
+   */
+  checkpoint(): Promise<{ readonly busy: boolean; readonly remainingFrames: number }> {
+    if (this.closed) return Promise.reject(closedError(this.description));
+    return this.writer.exclusive(async () => {
+      const row = this.db.pragma('wal_checkpoint(TRUNCATE)') as {
+        busy: number;
+        log: number;
+        checkpointed: number;
+      }[];
+      const r = row[0] ?? { busy: 0, log: 0, checkpointed: 0 };
+      return { busy: r.busy !== 0, remainingFrames: Math.max(0, r.log - r.checkpointed) };
+    });
+  }
+
+  /** Waits for queued transactions and reads, then closes. Idempotent; never call it from a callback. */
   close(): Promise<void> {
     if (!this.closing) {
       this.closed = true;
-      this.closing = this.mutex.lock(async () => {
+      this.closing = (async () => {
+        await this.writer.idle();
+        if (this.reader) await this.reader.mutex.lock(async () => this.reader?.db.close());
         this.db.close();
-      });
+      })();
     }
     return this.closing;
   }
 
-  /** The durability settings of every connection this store holds (one), for diagnostics and tests. */
+  /** The durability settings of every connection this store holds, for diagnostics and tests. */
   connectionSettings(): SqliteConnectionSettings[] {
-    const db = this.db;
-    return [
-      {
-        journalMode: String(db.pragma('journal_mode', { simple: true })),
-        synchronous: Number(db.pragma('synchronous', { simple: true })),
-        busyTimeoutMs: Number(db.pragma('busy_timeout', { simple: true })),
-        fullfsync: Number(db.pragma('fullfsync', { simple: true })),
-      },
-    ];
+    const dbs = this.reader ? [this.db, this.reader.db] : [this.db];
+    return dbs.map((db) => ({
+      journalMode: String(db.pragma('journal_mode', { simple: true })),
+      synchronous: Number(db.pragma('synchronous', { simple: true })),
+      busyTimeoutMs: Number(db.pragma('busy_timeout', { simple: true })),
+      fullfsync: Number(db.pragma('fullfsync', { simple: true })),
+    }));
   }
 
-  private run<T>(fn: (tx: SqliteTx) => Promise<T>, writable: boolean): Promise<T> {
-    if (this.closed) return Promise.reject(closedError(this.description));
-    return this.mutex.lock(() => this.runLocked(fn, writable));
+  /** Counters of the write path (physical commits, group sizes, rollbacks) and reads. */
+  stats(): SqliteStoreStats {
+    return { ...this.writer.stats, reads: this.reads };
   }
 
-  private async runLocked<T>(fn: (tx: SqliteTx) => Promise<T>, writable: boolean): Promise<T> {
-    if (!this.db.open) throw closedError(this.description);
+  /** One read callback in a deferred transaction on `db`, retried while the connection is busy. */
+  private async readOn<T>(
+    db: Database.Database,
+    stmts: SqliteStatements,
+    fn: (tx: SqliteTx) => Promise<T>,
+  ): Promise<T> {
+    if (!db.open) throw closedError(this.description);
+    this.reads++;
     const budgetMs = this.options.busyRetryBudgetMs ?? DEFAULT_BUSY_RETRY_BUDGET_MS;
     const started = performance.now();
     for (let attempt = 0; ; attempt++) {
-      const tx = new SqliteTx(this.stmts, writable);
+      const tx = new SqliteTx(stmts, false, this.keys);
       let failure: unknown;
       try {
-        (writable ? this.stmts.beginImmediate : this.stmts.beginDeferred).run();
+        stmts.beginDeferred.run();
         const result = await fn(tx);
         if (tx.transientFault !== undefined) throw tx.transientFault;
-        this.stmts.commit.run();
+        stmts.commit.run();
+        this.keys.publish(tx.learnedKeys);
         return result;
       } catch (err) {
         failure = err;
       } finally {
         tx.end();
       }
-      if (this.db.inTransaction) {
+      if (db.inTransaction) {
         try {
-          this.stmts.rollback.run();
+          stmts.rollback.run();
         } catch {
           // The connection already rolled back (SQLite does on some errors); nothing is left to undo.
         }
       }
-      // A transient fault seen by any statement forces a re-run, even if the callback swallowed it.
       const transient =
         tx.transientFault ?? (isTransientStoreErrorClass(classifyStoreError(failure)) ? failure : undefined);
       if (transient === undefined) {
@@ -190,6 +267,12 @@ export class SqliteStore implements Store {
       await sleep(backoffMs(attempt));
     }
   }
+}
+
+interface SqliteReader {
+  readonly db: Database.Database;
+  readonly stmts: SqliteStatements;
+  readonly mutex: AsyncMutex;
 }
 
 /** Applies the per-connection pragmas. Throws SQLITE_BUSY when switching to WAL races another process. */
@@ -205,6 +288,9 @@ function configureConnection(db: Database.Database, options: SqliteStoreOptions)
     }
   }
   db.pragma(`synchronous = ${options.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`);
+  // Off by default in SQLite for backward compatibility. The schema declares no foreign keys; this
+  // makes any that exist (a deferred one can fail a COMMIT, which the group commit handles) binding.
+  db.pragma('foreign_keys = ON');
   if (process.platform === 'darwin') db.pragma('fullfsync = ON');
 }
 
@@ -222,35 +308,8 @@ async function retryWhileBusy<T>(step: () => T, budgetMs: number, where: string)
   }
 }
 
-/** Jittered exponential backoff: 2 ms doubling to 100 ms, each delay drawn from [half, full]. */
-function backoffMs(attempt: number): number {
-  const ceiling = Math.min(100, 2 * 2 ** Math.min(attempt, 10));
-  return ceiling / 2 + Math.random() * (ceiling / 2);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function busyError(where: string, budgetMs: number, cause: unknown): StoreError {
-  return new StoreError(
-    'STORE_BUSY',
-    `${where} stayed locked by another connection for ${budgetMs} ms; another process may hold a long ` +
-      'write transaction, or the file is on a network filesystem (use a local disk). The transaction was ' +
-      'not committed; retry it, or raise busyRetryBudgetMs.',
-    { cause },
-  );
-}
-
 function closedError(where: string): StoreError {
   return new StoreError('STORE_CLOSED', `${where} is closed; open a new Store to keep using it`);
-}
-
-function storeFailure(where: string, err: unknown): StoreError {
-  const message = err instanceof Error ? err.message : String(err);
-  return new StoreError('STORE_FAILURE', `${where}: ${message} (${errorCode(err) ?? 'no code'})`, {
-    cause: err,
-  });
 }
 
 function openFailed(where: string, err: unknown): StoreError {

@@ -1,5 +1,5 @@
 import { StoreError } from '../../common/errors.js';
-import type { NewEvent } from '../../common/events.js';
+import type { HistoryEvent, NewEvent } from '../../common/events.js';
 import { classifyStoreError, errorCode, isTransientStoreErrorClass } from '../errors.js';
 import type {
   ActivityPatch,
@@ -12,12 +12,14 @@ import type {
   StoreTx,
   TimerRecord,
 } from '../store.js';
+import { chunkText, concatChunkTexts, decodeChunk, encodeChunk, readChunk } from './sqlite-history.js';
 import {
   ACTIVITY_COLUMNS,
   type ActivityRow,
   type BufferRow,
-  type EventRow,
+  type ChunkRow,
   encodeAll,
+  encodeRunId,
   QUERY_COLUMNS,
   type QueryRow,
   type RequestRow,
@@ -25,7 +27,6 @@ import {
   type RunRow,
   rowToActivity,
   rowToBuffered,
-  rowToEvent,
   rowToQuery,
   rowToRequest,
   rowToRun,
@@ -37,16 +38,39 @@ import {
 
 type Columns = Readonly<Record<string, readonly [string, (value: unknown) => SqlValue]>>;
 
-const RUN_PATCHABLE = patchable(RUN_COLUMNS, ['namespace', 'workflowId', 'runId', 'startTime']);
+const RUN_PATCHABLE = patchable(RUN_COLUMNS, ['namespace', 'workflowId', 'startTime']);
 const ACTIVITY_PATCHABLE = patchable(ACTIVITY_COLUMNS, [
   'namespace',
   'workflowId',
-  'runId',
   'scheduledEventId',
   'activityId',
 ]);
 const QUERY_PATCHABLE = new Set(['phase', 'leaseExpiresAt', 'result', 'failure']);
 const PATCH_CACHE_LIMIT = 512;
+/** A run's last history chunk takes more events while its stored size is below this, in bytes. */
+const CHUNK_APPEND_LIMIT_BYTES = 1024;
+/** Event ids are the low 32 bits of a history chunk key. */
+const MAX_EVENT_ID = 0xffff_ffff;
+
+/**
+ * Run id -> run key, shared by the handles of one store. Holds only keys known to be committed (a key
+ * is never changed or reused once committed), so a hit needs no query. Bounded: the oldest entries go.
+ */
+export class RunKeyCache {
+  private readonly keys = new Map<string, number>();
+  constructor(private readonly limit = 20_000) {}
+  get(runId: string): number | undefined {
+    return this.keys.get(runId);
+  }
+  /** Adds keys learned by a handle whose transaction committed (or by a read of committed data). */
+  publish(learned: ReadonlyMap<string, number>): void {
+    for (const [runId, rk] of learned) {
+      if (this.keys.has(runId)) continue;
+      if (this.keys.size >= this.limit) this.keys.delete(this.keys.keys().next().value as string);
+      this.keys.set(runId, rk);
+    }
+  }
+}
 
 function patchable(columns: Columns, identity: readonly string[]): ReadonlySet<string> {
   return new Set(Object.keys(columns).filter((k) => !identity.includes(k)));
@@ -62,11 +86,14 @@ function patchable(columns: Columns, identity: readonly string[]): ReadonlySet<s
 export class SqliteTx implements StoreTx {
   /** The first transient driver error seen; the store re-runs the transaction when set. */
   transientFault: unknown;
+  /** Run keys this handle looked up or created; the store publishes them to its cache after commit. */
+  readonly learnedKeys = new Map<string, number>();
   private ended = false;
 
   constructor(
     private readonly s: SqliteStatements,
     private readonly writable: boolean,
+    private readonly keys: RunKeyCache,
   ) {}
 
   end(): void {
@@ -74,17 +101,21 @@ export class SqliteTx implements StoreTx {
   }
 
   async getRun(runId: string): Promise<RunRecord | undefined> {
-    const row = this.read(() => this.s.getRun.get(runId) as RunRow | undefined);
+    const row = this.read(() => {
+      const rk = this.runKey(runId);
+      return rk === undefined ? undefined : (this.s.getRun.get(rk) as RunRow | undefined);
+    });
     return row && rowToRun(row);
   }
 
   async findRun(namespace: string, workflowId: string, runId?: string): Promise<RunRecord | undefined> {
-    const row = this.read(
-      () =>
-        (runId === undefined
-          ? this.s.findLatestRun.get(namespace, workflowId)
-          : this.s.findRunById.get(runId, namespace, workflowId)) as RunRow | undefined,
-    );
+    const row = this.read(() => {
+      if (runId === undefined) return this.s.findLatestRun.get(namespace, workflowId) as RunRow | undefined;
+      const rk = this.runKey(runId);
+      return rk === undefined
+        ? undefined
+        : (this.s.findRunById.get(rk, namespace, workflowId) as RunRow | undefined);
+    });
     return row && rowToRun(row);
   }
 
@@ -93,26 +124,47 @@ export class SqliteTx implements StoreTx {
     return row && rowToRun(row);
   }
 
-  async readEvents(runId: string, fromEventId = 1, limit?: number) {
-    const rows = this.read(() => this.s.readEvents.all(runId, fromEventId, limit ?? -1) as EventRow[]);
-    return rows.map(rowToEvent);
+  async readEvents(runId: string, fromEventId = 1, limit?: number): Promise<HistoryEvent[]> {
+    const max = limit ?? Number.POSITIVE_INFINITY;
+    const out: HistoryEvent[] = [];
+    this.read(() => {
+      const rk = this.runKey(runId);
+      if (rk === undefined || max <= 0 || fromEventId > MAX_EVENT_ID) return;
+      const from = Math.max(1, Math.floor(fromEventId));
+      for (const row of this.s.readChunks.iterate({ rk, from }) as IterableIterator<ChunkRow>) {
+        readChunk(decodeChunk(row.chunk), row.first_event_id, row.base_time, from, max, out);
+        if (out.length >= max) break;
+      }
+    });
+    return out;
   }
 
   async listBuffered(runId: string): Promise<BufferedEvent[]> {
-    return this.read(() => this.s.listBuffered.all(runId) as BufferRow[]).map(rowToBuffered);
+    return this.read(() => this.perRun(runId, (rk) => this.s.listBuffered.all(rk) as BufferRow[])).map(
+      rowToBuffered,
+    );
   }
 
   async getActivity(runId: string, scheduledEventId: number): Promise<ActivityRecord | undefined> {
-    const row = this.read(() => this.s.getActivity.get(runId, scheduledEventId) as ActivityRow | undefined);
+    const row = this.read(() => {
+      const rk = this.runKey(runId);
+      return rk === undefined
+        ? undefined
+        : (this.s.getActivity.get(rk, scheduledEventId) as ActivityRow | undefined);
+    });
     return row && rowToActivity(row);
   }
 
   async listActivities(runId: string): Promise<ActivityRecord[]> {
-    return this.read(() => this.s.listActivities.all(runId) as ActivityRow[]).map(rowToActivity);
+    return this.read(() => this.perRun(runId, (rk) => this.s.listActivities.all(rk) as ActivityRow[])).map(
+      rowToActivity,
+    );
   }
 
   async listTimers(runId: string): Promise<TimerRecord[]> {
-    return this.read(() => this.s.listTimers.all(runId) as TimerRow[]).map(rowToTimer);
+    return this.read(() => this.perRun(runId, (rk) => this.s.listTimers.all(rk) as TimerRow[])).map(
+      rowToTimer,
+    );
   }
 
   async getRequest(namespace: string, requestId: string): Promise<RequestRecord | undefined> {
@@ -134,36 +186,36 @@ export class SqliteTx implements StoreTx {
   }
 
   async insertRun(run: RunRecord): Promise<void> {
-    this.write(
-      () => this.s.insertRun.run(...encodeAll(RUN_COLUMNS, run)),
-      (code) =>
-        code === 'SQLITE_CONSTRAINT_UNIQUE'
-          ? new StoreError(
-              'DUPLICATE_OPEN_RUN',
-              `workflow '${run.workflowId}' in namespace '${run.namespace}' already has a running run`,
-            )
-          : undefined,
-    );
+    this.write(() => {
+      const rk = this.runKey(run.runId, true);
+      // One running run per workflow id: checked here rather than by a unique index (it saves an index
+      // entry per run); the write transaction holds the database's write lock, so nothing can race it.
+      if (run.status === 'running' && this.s.otherOpenRun.get(run.namespace, run.workflowId, rk)) {
+        throw new StoreError(
+          'DUPLICATE_OPEN_RUN',
+          `workflow '${run.workflowId}' in namespace '${run.namespace}' already has a running run`,
+        );
+      }
+      this.s.insertRun.run(rk, ...encodeAll(RUN_COLUMNS, run));
+    });
   }
 
   async updateRun(runId: string, patch: RunPatch): Promise<void> {
-    this.patch(
-      'runs',
-      RUN_COLUMNS,
-      RUN_PATCHABLE,
-      'run_id = ?',
-      [runId],
-      patch,
-      this.s.runExists,
-      () => notFound('RUN_NOT_FOUND', `run ${runId}`),
-      (code) =>
-        code === 'SQLITE_CONSTRAINT_UNIQUE'
-          ? new StoreError(
-              'DUPLICATE_OPEN_RUN',
-              `run ${runId} cannot become running: its workflow id has a running run`,
-            )
-          : undefined,
-    );
+    const rk = this.write(() => this.runKey(runId));
+    const missing = () => notFound('RUN_NOT_FOUND', `run ${runId}`);
+    if (rk === undefined) throw missing();
+    if (patch.status === 'running') {
+      this.write(() => {
+        const id = this.s.runIdentity.get(rk) as { namespace: string; workflow_id: string } | undefined;
+        if (id && this.s.otherOpenRun.get(id.namespace, id.workflow_id, rk)) {
+          throw new StoreError(
+            'DUPLICATE_OPEN_RUN',
+            `run ${runId} cannot become running: its workflow id has a running run`,
+          );
+        }
+      });
+    }
+    this.patch('runs', RUN_COLUMNS, RUN_PATCHABLE, 'rk = ?', [rk], patch, this.s.runExists, missing);
   }
 
   async appendEvents(runId: string, firstEventId: number, events: readonly NewEvent[]): Promise<void> {
@@ -175,18 +227,41 @@ export class SqliteTx implements StoreTx {
     this.write(
       () => {
         if (events.length === 0) return;
-        const last = (this.s.maxEventId.get(runId) as { m: number | null }).m ?? 0;
-        if (firstEventId <= last) throw conflict();
-        if (firstEventId !== last + 1 || !Number.isInteger(firstEventId)) {
+        const rk = this.runKey(runId, true)!;
+        const last = this.s.lastChunk.get({ rk }) as ChunkRow | undefined;
+        const lastEventId = last?.last_event_id ?? 0;
+        if (firstEventId <= lastEventId) throw conflict();
+        if (firstEventId !== lastEventId + 1 || !Number.isInteger(firstEventId)) {
           throw new StoreError(
             'EVENT_GAP',
-            `run ${runId} ends at event ${last}; appending at ${firstEventId} would leave a gap in its history`,
+            `run ${runId} ends at event ${lastEventId}; appending at ${firstEventId} would leave a gap in its history`,
           );
         }
-        for (let i = 0; i < events.length; i++) {
-          const e = events[i]!;
-          this.s.insertEvent.run(runId, firstEventId + i, e.type, e.time, JSON.stringify(e.attributes));
+        const lastEventIdAfter = firstEventId + events.length - 1;
+        if (lastEventIdAfter > MAX_EVENT_ID) {
+          throw new StoreError(
+            'HISTORY_TOO_LONG',
+            `run ${runId} cannot hold more than ${MAX_EVENT_ID} events`,
+          );
         }
+        // Small last chunk: append to it, so a short history is one row, compressed as one text.
+        if (last && last.chunk.byteLength < CHUNK_APPEND_LIMIT_BYTES) {
+          const tail = chunkText(events, last.base_time);
+          if (tail !== undefined) {
+            const text = concatChunkTexts(decodeChunk(last.chunk), tail);
+            const chunk = encodeChunk(text);
+            this.s.updateChunk.run({ rk, first: last.first_event_id, last: lastEventIdAfter, chunk });
+            return;
+          }
+        }
+        let base = Number.isSafeInteger(events[0]!.time) ? events[0]!.time : 0;
+        let text = chunkText(events, base);
+        if (text === undefined) {
+          base = 0;
+          text = chunkText(events, 0)!;
+        }
+        const chunk = encodeChunk(text);
+        this.s.insertChunk.run({ rk, first: firstEventId, last: lastEventIdAfter, base, chunk });
       },
       () => conflict(),
     );
@@ -194,56 +269,77 @@ export class SqliteTx implements StoreTx {
 
   async addBuffered(runId: string, event: NewEvent): Promise<void> {
     this.write(() =>
-      this.s.insertBuffered.run(runId, event.type, event.time, JSON.stringify(event.attributes)),
+      this.s.insertBuffered.run(
+        this.runKey(runId, true),
+        event.type,
+        event.time,
+        JSON.stringify(event.attributes),
+      ),
     );
   }
 
   async deleteBuffered(runId: string, uptoSeq: number): Promise<void> {
-    this.write(() => this.s.deleteBuffered.run(runId, uptoSeq));
+    this.write(() => this.perRun(runId, (rk) => this.s.deleteBuffered.run(rk, uptoSeq)));
   }
 
   async insertActivity(activity: ActivityRecord): Promise<void> {
-    this.write(() => this.s.insertActivity.run(...encodeAll(ACTIVITY_COLUMNS, activity)));
+    this.write(() =>
+      this.s.insertActivity.run(this.runKey(activity.runId, true), ...encodeAll(ACTIVITY_COLUMNS, activity)),
+    );
   }
 
   async updateActivity(runId: string, scheduledEventId: number, patch: ActivityPatch): Promise<void> {
+    const missing = () => notFound('ACTIVITY_NOT_FOUND', `activity ${scheduledEventId} of run ${runId}`);
+    const rk = this.write(() => this.runKey(runId));
+    if (rk === undefined) throw missing();
     this.patch(
       'activities',
       ACTIVITY_COLUMNS,
       ACTIVITY_PATCHABLE,
-      'run_id = ? AND scheduled_event_id = ?',
-      [runId, scheduledEventId],
+      'rk = ? AND scheduled_event_id = ?',
+      [rk, scheduledEventId],
       patch,
       this.s.activityExists,
-      () => notFound('ACTIVITY_NOT_FOUND', `activity ${scheduledEventId} of run ${runId}`),
+      missing,
     );
   }
 
   async deleteActivity(runId: string, scheduledEventId: number): Promise<void> {
-    this.write(() => this.s.deleteActivity.run(runId, scheduledEventId));
+    this.write(() => this.perRun(runId, (rk) => this.s.deleteActivity.run(rk, scheduledEventId)));
   }
 
   async insertTimer(t: TimerRecord): Promise<void> {
     this.write(() =>
-      this.s.insertTimer.run(t.runId, t.timerKey, t.namespace, t.kind, t.fireAt, t.startedEventId),
+      this.s.insertTimer.run(
+        this.runKey(t.runId, true),
+        t.timerKey,
+        t.namespace,
+        t.kind,
+        t.fireAt,
+        t.startedEventId,
+      ),
     );
   }
 
   async deleteTimer(runId: string, timerKey: string): Promise<void> {
-    this.write(() => this.s.deleteTimer.run(runId, timerKey));
+    this.write(() => this.perRun(runId, (rk) => this.s.deleteTimer.run(rk, timerKey)));
   }
 
   async deleteRunState(runId: string): Promise<void> {
     this.write(() => {
-      this.s.deleteRunActivities.run(runId);
-      this.s.deleteRunTimers.run(runId);
-      this.s.deleteRunBuffer.run(runId);
-      this.s.deleteRunOpenQueries.run(runId);
+      this.perRun(runId, (rk) => {
+        this.s.deleteRunActivities.run(rk);
+        this.s.deleteRunTimers.run(rk);
+        this.s.deleteRunBuffer.run(rk);
+      });
+      this.s.deleteRunOpenQueries.run(encodeRunId(runId));
     });
   }
 
   async putRequest(r: RequestRecord): Promise<void> {
-    this.write(() => this.s.putRequest.run(r.namespace, r.requestId, r.kind, r.runId, r.createdAt));
+    this.write(() =>
+      this.s.putRequest.run(r.namespace, r.requestId, r.kind, encodeRunId(r.runId), r.createdAt),
+    );
   }
 
   async deleteRequestsBefore(createdBefore: number, limit: number): Promise<number> {
@@ -301,6 +397,28 @@ export class SqliteTx implements StoreTx {
   }
 
   // ---- plumbing ----
+
+  /**
+   * The run key of `runId`: from the store's cache, else from `run_keys`; with `create`, a new key when
+   * the id has none yet (only inside a write). Undefined when the id has no key and `create` is false.
+   */
+  private runKey(runId: string, create: true): number;
+  private runKey(runId: string, create?: boolean): number | undefined;
+  private runKey(runId: string, create = false): number | undefined {
+    let rk = this.keys.get(runId) ?? this.learnedKeys.get(runId);
+    if (rk !== undefined) return rk;
+    const stored = encodeRunId(runId);
+    rk = (this.s.runKey.get(stored) as { rk: number } | undefined)?.rk;
+    if (rk === undefined && create) rk = Number(this.s.insertRunKey.run(stored).lastInsertRowid);
+    if (rk !== undefined) this.learnedKeys.set(runId, rk);
+    return rk;
+  }
+
+  /** `op` with the run's key; `empty` when the store has never seen the run id. */
+  private perRun<T>(runId: string, op: (rk: number) => T): T | [] {
+    const rk = this.runKey(runId);
+    return rk === undefined ? [] : op(rk);
+  }
 
   private read<T>(op: () => T): T {
     return this.exec(op, undefined);
