@@ -3,8 +3,8 @@ import { type FailureInfo, StaleTokenError, ValidationError } from '../common/er
 import type { HistoryEvent, WorkflowTaskFailedCause } from '../common/events.js';
 import { LIMITS } from '../common/ids.js';
 import { planActivityStart } from '../engine/activity-attempt.js';
-import { planClaim, planCompletion, planFailure } from '../engine/workflow-task.js';
-import type { RunRecord, StoreTx } from '../store/store.js';
+import { type CompletionPlan, planClaim, planCompletion, planFailure } from '../engine/workflow-task.js';
+import type { RunRecord, StoreTx, TimerRecord } from '../store/store.js';
 import { type ActivityTask, activityTaskOf } from './activity-tasks.js';
 import { appendEvents, inTransaction, type PendingWakes, patchRun, type RuntimeContext } from './context.js';
 
@@ -101,6 +101,11 @@ export interface CompletionResult {
   readonly events: readonly HistoryEvent[];
   /** Activities started in this commit for the completing worker to run at once (eager dispatch). */
   readonly eagerActivities: readonly ActivityTask[];
+  /**
+   * When the run will next wake by itself if nothing comes from outside: now when an activity is pending,
+   * else its earliest timer, else null (only a signal or cancellation can wake it).
+   */
+  readonly nextWakeAt: number | null;
 }
 
 /** A worker that can run activities of its queue right away: they are started in the scheduling commit. */
@@ -219,7 +224,23 @@ export async function applyCompletion(
     nextEventId: plan.patch.nextEventId ?? run.nextEventId,
     events,
     eagerActivities,
+    nextWakeAt: plan.closed ? null : nextWake(now, activities, timers, plan),
   };
+}
+
+function nextWake(
+  now: number,
+  activities: readonly { scheduledEventId: number }[],
+  timers: readonly TimerRecord[],
+  plan: CompletionPlan,
+): number | null {
+  const pending = activities.length - plan.deleteActivities.length + plan.insertActivities.length;
+  if (pending > 0 || plan.patch.wftPhase === 'scheduled') return now;
+  let at: number | null = null;
+  for (const t of [...timers.filter((t) => !plan.deleteTimers.includes(t.timerKey)), ...plan.insertTimers]) {
+    if (at === null || t.fireAt < at) at = t.fireAt;
+  }
+  return at;
 }
 
 /** Cancelling an activity whose result is already in: its scheduled event id comes from history. */

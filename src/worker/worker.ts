@@ -113,6 +113,11 @@ export class Worker {
     return this.#state;
   }
 
+  /** How many workflows this worker holds in memory between tasks (for metrics and tests). */
+  get cachedWorkflows(): number {
+    return this.#workflows.cache.size;
+  }
+
   /** Polls until `shutdown()`; resolves once the worker has fully stopped. */
   run(): Promise<void> {
     if (this.#running) return this.#running;

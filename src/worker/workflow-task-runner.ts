@@ -63,6 +63,9 @@ export interface LocalActivities {
   execute(task: ActivityTask, reserved: boolean): Promise<void>;
 }
 
+/** A workflow whose next own wake-up (its earliest timer) is at least this far away leaves the cache (ms). */
+const SLEEPER_EVICTION_MS = 10_000;
+
 /** Most activities one commit starts eagerly for this worker. */
 const EAGER_ACTIVITY_LIMIT = 8;
 
@@ -257,7 +260,10 @@ export class WorkflowTaskRunner {
   ): void {
     this.activities?.release(reserved.slots - outcome.eagerActivities.length);
     for (const t of outcome.eagerActivities) void this.activities!.execute(t, true);
-    if (outcome.outcome === 'committed' && !commands.some(isClosingCommand)) {
+    // A workflow that will sleep for a while costs rows, not memory: it is replayed when it wakes.
+    const sleeps =
+      outcome.nextWakeAt !== null && outcome.nextWakeAt - this.ctx.clock.now() >= SLEEPER_EVICTION_MS;
+    if (outcome.outcome === 'committed' && !commands.some(isClosingCommand) && !sleeps) {
       cached.committed(outcome, fedUpTo, taskTime);
       this.cache.put(runId, cached);
     } else {

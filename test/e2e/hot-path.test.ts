@@ -34,4 +34,26 @@ describe('hot path under concurrent signals', () => {
       expect(events.filter((e) => e.type === 'WorkflowTaskCompleted')).toHaveLength(started);
     }
   });
+
+  it('a workflow that sleeps for long leaves the worker cache: it costs rows, not memory', async () => {
+    const client = env.client;
+    const handles = [];
+    for (let i = 0; i < 5; i++) {
+      handles.push(
+        await client.workflow.start('longSleeper', {
+          workflowId: uniqueId('sleeper'),
+          taskQueue: env.taskQueue,
+        }),
+      );
+    }
+    for (const h of handles) {
+      await eventually(
+        async () => (await h.fetchHistory()).events.some((e) => e.type === 'TimerStarted'),
+        5000,
+      );
+    }
+    expect(env.worker.cachedWorkflows).toBe(0);
+    await handles[0]!.signal('item', 'still works');
+    await handles[0]!.terminate('done');
+  });
 });

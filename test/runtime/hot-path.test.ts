@@ -217,4 +217,24 @@ describe('hot path: activity result, next task and its commands in one transacti
       unregister();
     }
   });
+
+  it('tells when the run next wakes by itself: now with an activity pending, else its earliest timer', async () => {
+    const { runId } = await startWorkflow(runtime.ctx, startRequest({ workflowId: 'wake-1' }));
+    const [task] = await claimWorkflowTasks(runtime.ctx, 'default', 'q', 'w1', 1);
+    const now = env.clock.now();
+    const sleeping = await completeWorkflowTask(
+      runtime.ctx,
+      runId,
+      task!.token,
+      [
+        { type: 'startTimer', seq: 1, durationMs: 3_600_000 },
+        { type: 'startTimer', seq: 2, durationMs: 60_000 },
+      ],
+      'h',
+      'w1',
+    );
+    expect(sleeping.nextWakeAt).toBe(now + 60_000);
+    const { first } = await runningActivity();
+    expect(first.nextWakeAt).toBe(env.clock.now());
+  });
 });
