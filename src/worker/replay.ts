@@ -56,5 +56,9 @@ export async function replayHistory(
   const events = Array.isArray(history) ? (history as readonly HistoryEvent[]) : parseHistoryFile(history);
   const bundle = await bundleWorkflows(workflowsPath);
   const sandbox = WorkflowSandbox.create(bundle);
-  WorkflowRunState.replayHistory(sandbox, events);
+  try {
+    WorkflowRunState.replayHistory(sandbox, events);
+  } finally {
+    sandbox.close();
+  }
 }

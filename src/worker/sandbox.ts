@@ -1,5 +1,3 @@
-import { performance } from 'node:perf_hooks';
-import vm from 'node:vm';
 import type { Activation, WorkflowCommand, WorkflowInfo } from '../common/commands.js';
 import type { FailureInfo } from '../common/errors.js';
 import {
@@ -12,6 +10,7 @@ import {
 } from '../common/errors.js';
 import type { LogLevel } from '../common/logger.js';
 import type { WorkflowBundle } from './bundler.js';
+import { SandboxThread, slackFor, type ThreadAnswer } from './sandbox-thread.js';
 
 /** What one activation produced. When `taskFailure` is set the task failed: discard `commands` and the instance. */
 export interface ActivationResult {
@@ -27,42 +26,10 @@ export interface WorkflowSandboxOptions {
   readonly deadlockTimeoutMs?: number;
 }
 
-/** The sandbox side's slot object (see src/workflow/worker-interface.ts); only strings are exchanged. */
-interface HostSlot {
-  input: string;
-  logSink: ((level: string, message: string, fieldsJson: string) => void) | undefined;
-}
+type Answer<T> = { value: T } | { error: FailureInfo };
 
-const DISPATCH = new vm.Script('globalThis[Symbol.for("longhaul.sandbox.slot")].dispatch()', {
-  filename: 'longhaul-dispatch.js',
-});
-
-/** Promise.prototype of every sandbox realm, to recognise rejections that workflow code left unhandled. */
-const sandboxPromisePrototypes = new WeakSet<object>();
-let rejectionListenerInstalled = false;
-
-/**
- * A promise rejected inside workflow code without a handler reaches the process's 'unhandledRejection'
- * event, which by default crashes the process. Workflow code that does not await a failed promise has
- * simply not observed it (as for any unawaited activity), so such rejections are ignored. Any other
- * unhandled rejection keeps Node's default behaviour (thrown, crashing the process) unless the
- * application has its own listener.
- */
-function installRejectionListener(): void {
-  if (rejectionListenerInstalled) return;
-  rejectionListenerInstalled = true;
-  const listener = (reason: unknown, promise: Promise<unknown>): void => {
-    for (let p: object | null = Object.getPrototypeOf(promise); p !== null; p = Object.getPrototypeOf(p)) {
-      if (sandboxPromisePrototypes.has(p)) return;
-    }
-    if (process.listeners('unhandledRejection').length === 1) throw reason;
-  };
-  process.on('unhandledRejection', listener);
-}
-
-function isTimeout(err: unknown): boolean {
-  return (err as { code?: unknown } | null)?.code === 'ERR_SCRIPT_EXECUTION_TIMEOUT';
-}
+/** Ends the thread of a sandbox that was dropped without `close()`. */
+const orphans = new FinalizationRegistry<SandboxThread>((thread) => thread.stop());
 
 /**
  * One `node:vm` realm per workflows bundle, shared by all runs of that bundle; each run gets its own
@@ -70,46 +37,60 @@ function isTimeout(err: unknown): boolean {
  * `crypto`, `setTimeout` and `clearTimeout` are deterministic per run, and `WeakRef` /
  * `FinalizationRegistry` throw (src/workflow/global-overrides.ts).
  *
- * Runs execute one at a time. The realm is created with `microtaskMode: 'afterEvaluate'`: promise jobs
- * of workflow code run at the end of each host call, inside the same deadlock timeout. The host never
- * awaits a promise from the realm; requests and results cross as JSON text.
+ * Where it runs. The realm lives on a worker thread of its own (sandbox-thread.ts), called
+ * synchronously: every method here returns only when the thread has answered. Runs execute one at a
+ * time. The realm is created with `microtaskMode: 'afterEvaluate'`: promise jobs of workflow code run
+ * at the end of each evaluation in the thread. The host never holds a promise from the realm; requests
+ * and answers cross as JSON text.
+ *
+ * Deadlocks. The thread's watchdog stops workflow code (the workflow function, condition predicates,
+ * signal and query handlers, promise continuations) that runs `deadlockTimeoutMs` without yielding — at
+ * most a tenth of that later (at least 5 ms, at most 1 s; see slackFor) — and the call throws
+ * DeadlockError naming the workflow type and run. Only that instance becomes unusable; the realm and
+ * every other instance stay. One watchdog guards many calls, so a call costs a thread round trip
+ * (~12 µs in quick succession, ~50–100 µs when the thread was asleep) instead of a watchdog thread per
+ * guarded call (~65 µs, two or more guarded calls per activation).
+ *
+ * Generations. If the thread gives no answer at all within the deadlock budget plus a grace time
+ * (it died, or is stuck in native code that cannot be interrupted), the call throws DeadlockError and
+ * the thread is replaced by a new one: `generation` goes up, and every instance of the old generation
+ * is lost — its next use throws a LonghaulError ('SANDBOX') saying to replay from history (the worker
+ * fails that task, and its retry replays with a fresh instance). Compare `instance.generation` with
+ * `sandbox.generation` to find such instances before using them.
  */
 export class WorkflowSandbox {
   readonly bundle: WorkflowBundle;
   readonly deadlockTimeoutMs: number;
-  private readonly context: vm.Context;
-  private readonly slot: HostSlot;
-  private readonly types: readonly string[];
-  private nextId = 1;
+  #thread: SandboxThread;
+  #generation = 1;
+  #closed = false;
+  readonly #types: readonly string[];
+  #nextId = 1;
+  /** Log sinks of the current generation's instances, by instance id. */
+  readonly #sinks = new Map<number, WorkflowLogSink>();
+  /** Instances disposed since the last call; released in the thread with the next call. */
+  #disposed: number[] = [];
 
   private constructor(bundle: WorkflowBundle, deadlockTimeoutMs: number) {
     this.bundle = bundle;
     this.deadlockTimeoutMs = deadlockTimeoutMs;
-    this.context = vm.createContext(
-      {},
-      {
-        name: `longhaul workflows ${bundle.workflowsPath}`,
-        microtaskMode: 'afterEvaluate',
-        codeGeneration: { strings: true, wasm: false },
-      },
-    );
-    sandboxPromisePrototypes.add(vm.runInContext('Promise.prototype', this.context) as object);
-    installRejectionListener();
+    this.#thread = this.#startThread();
+    orphans.register(this, this.#thread, this);
+    let probe: Answer<{ types: string[] }>;
     try {
-      const script = new vm.Script(bundle.code, { filename: `${bundle.workflowsPath}.bundle.js` });
-      this.slot = script.runInContext(this.context, { timeout: deadlockTimeoutMs }) as HostSlot;
+      probe = this.call({ op: 'probe' }, 'loading the workflows module');
     } catch (err) {
+      this.close();
+      if (err instanceof BundleError || err instanceof DeadlockError) throw err;
       throw new BundleError(`workflows bundle of ${bundle.workflowsPath} failed to load: ${messageOf(err)}`);
     }
-    const probe = this.call({ op: 'probe' }, 'loading the workflows module') as
-      | { value: { types: string[] } }
-      | { error: FailureInfo };
     if ('error' in probe) {
+      this.close();
       throw new BundleError(
         `workflows module ${bundle.workflowsPath} threw while loading: ${probe.error.message}`,
       );
     }
-    this.types = Object.freeze([...probe.value.types]);
+    this.#types = Object.freeze([...probe.value.types]);
   }
 
   /** Creates the realm and loads the bundle once (module top-level code runs once here to list types). */
@@ -121,75 +102,161 @@ export class WorkflowSandbox {
     return new WorkflowSandbox(bundle, timeout);
   }
 
+  /** Bumped whenever the sandbox thread is replaced; instances of an older generation are lost. */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /**
+   * Heap in use by the sandbox thread (the realm and every instance in it), bytes, refreshed at least
+   * every `deadlockTimeoutMs / 10` ms. The host's `process.memoryUsage()` does not include it.
+   */
+  get heapUsedBytes(): number {
+    return this.#thread.heapUsedBytes;
+  }
+
   /** Names of the functions the workflows module exports (its workflow types). */
   workflowTypes(): string[] {
-    return [...this.types];
+    return [...this.#types];
   }
 
   /** A fresh instance of the workflows module for one run. */
   createInstance(info: WorkflowInfo, logSink?: WorkflowLogSink): WorkflowInstance {
-    const id = this.nextId++;
-    if (logSink) {
-      this.slot.logSink = (level, message, fieldsJson) => {
-        logSink(level as LogLevel, message, JSON.parse(fieldsJson) as Record<string, unknown>);
-      };
+    if (this.#thread.exited && !this.#closed) this.#replaceThread();
+    const id = this.#nextId++;
+    if (logSink) this.#sinks.set(id, logSink);
+    const generation = this.#generation;
+    let out: Answer<unknown>;
+    try {
+      out = this.call(
+        { op: 'create', id, info, log: logSink !== undefined },
+        `loading workflow '${info.workflowType}' run ${info.runId}`,
+      );
+    } catch (err) {
+      this.release(id, generation);
+      throw err;
     }
-    const out = this.call(
-      { op: 'create', id, info },
-      `loading workflow '${info.workflowType}' run ${info.runId}`,
-    );
-    this.slot.logSink = undefined;
     if ('error' in out) {
+      this.release(id, generation);
       throw new BundleError(
         `workflows module ${this.bundle.workflowsPath} threw while loading for run ${info.runId}: ${out.error.message}`,
       );
     }
-    return new WorkflowInstance(this, id, info);
+    return new WorkflowInstance(this, id, info, generation);
+  }
+
+  /** Ends the sandbox thread; every instance becomes unusable. Safe to call twice. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    orphans.unregister(this);
+    this.#thread.stop();
+    this.#sinks.clear();
+    this.#disposed = [];
   }
 
   /**
-   * @internal Sends one request into the realm and parses the answer. A vm timeout becomes a
+   * @internal Sends one request into the realm and parses the answer. A stopped call becomes a
    * DeadlockError naming `what`.
    */
-  call(
-    request: Record<string, unknown>,
-    what: string,
-    timeoutMs = this.deadlockTimeoutMs,
-  ): { value: never } | { error: FailureInfo } {
-    this.slot.input = JSON.stringify(request);
-    let text: unknown;
-    try {
-      text = DISPATCH.runInContext(this.context, { timeout: Math.max(1, Math.ceil(timeoutMs)) });
-    } catch (err) {
-      if (isTimeout(err)) {
+  call<T>(request: Record<string, unknown>, what: string): Answer<T> {
+    if (this.#closed) throw new LonghaulError('SANDBOX', `${what}: the sandbox was closed`);
+    if (this.#thread.exited) this.#replaceThread();
+    const generation = this.#generation;
+    let text: string;
+    if (this.#disposed.length > 0) {
+      text = JSON.stringify({ ...request, dispose: this.#disposed });
+      this.#disposed = [];
+    } else {
+      text = JSON.stringify(request);
+    }
+    const answer: ThreadAnswer = this.#thread.call(text);
+    switch (answer.kind) {
+      case 'ok':
+        if (answer.logs !== '') this.#deliverLogs(answer.logs);
+        return JSON.parse(answer.text) as Answer<T>;
+      case 'deadlock':
+        if (answer.logs !== '') this.#deliverLogs(answer.logs);
         throw new DeadlockError(
           `${what}: workflow code did not yield within ${this.deadlockTimeoutMs} ms (deadlock or busy loop); it must not block — await a timer, an activity or a condition instead`,
         );
-      }
-      throw new LonghaulError('SANDBOX', `${what}: the sandbox failed: ${messageOf(err)}`);
-    } finally {
-      this.slot.input = '';
+      case 'hung':
+        if (generation === this.#generation) this.#replaceThread();
+        throw new DeadlockError(
+          `${what}: the sandbox thread did not answer within ${this.deadlockTimeoutMs + slackFor(this.deadlockTimeoutMs)} ms (workflow code stuck where it cannot be interrupted, or the thread died); the thread was replaced, and other runs' cached instances replay from history`,
+        );
+      case 'loadFailed':
+        this.#thread.stop();
+        throw new BundleError(
+          `workflows bundle of ${this.bundle.workflowsPath} failed to load: ${answer.message}`,
+        );
+      case 'failed':
+        throw new LonghaulError('SANDBOX', `${what}: the sandbox failed: ${answer.message}`);
     }
-    return JSON.parse(String(text)) as { value: never } | { error: FailureInfo };
+  }
+
+  /** @internal Forgets an instance; it is released in the realm with the next call. */
+  release(id: number, generation: number): void {
+    if (generation !== this.#generation) return;
+    this.#sinks.delete(id);
+    this.#disposed.push(id);
+  }
+
+  #startThread(): SandboxThread {
+    return new SandboxThread({
+      code: this.bundle.code,
+      filename: `${this.bundle.workflowsPath}.bundle.js`,
+      contextName: `longhaul workflows ${this.bundle.workflowsPath}`,
+      deadlockTimeoutMs: this.deadlockTimeoutMs,
+    });
+  }
+
+  /** Starts a new thread (and realm) in place of a lost one: a new generation. */
+  #replaceThread(): void {
+    this.#thread.stop();
+    this.#thread = this.#startThread();
+    orphans.unregister(this);
+    orphans.register(this, this.#thread, this);
+    this.#generation++;
+    this.#sinks.clear();
+    this.#disposed = [];
+  }
+
+  #deliverLogs(text: string): void {
+    for (const [id, level, message, fields] of JSON.parse(text) as [
+      number,
+      LogLevel,
+      string,
+      Record<string, unknown>,
+    ][]) {
+      try {
+        this.#sinks.get(id)?.(level, message, fields);
+      } catch {
+        // A failing log sink must not change the outcome of the workflow task.
+      }
+    }
   }
 }
 
 /**
  * One run's module instance inside a WorkflowSandbox. Not reusable after a DeadlockError, a
- * `taskFailure` or `dispose()`.
+ * `taskFailure`, `dispose()`, or when the sandbox's generation moved past its own.
  */
 export class WorkflowInstance {
   readonly info: WorkflowInfo;
+  /** The sandbox generation this instance lives in (see WorkflowSandbox). */
+  readonly generation: number;
   private readonly sandbox: WorkflowSandbox;
   private readonly id: number;
   private disposed = false;
   private broken: string | undefined;
 
   /** @internal Use WorkflowSandbox.createInstance. */
-  constructor(sandbox: WorkflowSandbox, id: number, info: WorkflowInfo) {
+  constructor(sandbox: WorkflowSandbox, id: number, info: WorkflowInfo, generation: number) {
     this.sandbox = sandbox;
     this.id = id;
     this.info = info;
+    this.generation = generation;
   }
 
   private get label(): string {
@@ -200,14 +267,16 @@ export class WorkflowInstance {
     if (this.disposed) throw new LonghaulError('SANDBOX', `${this.label}: instance was disposed`);
     if (this.broken)
       throw new LonghaulError('SANDBOX', `${this.label}: instance is unusable: ${this.broken}`);
+    if (this.generation !== this.sandbox.generation) {
+      this.broken = 'the sandbox thread was replaced after another run hung; replay from history';
+      throw new LonghaulError('SANDBOX', `${this.label}: instance is unusable: ${this.broken}`);
+    }
   }
 
-  private request<T>(request: Record<string, unknown>, deadline: number): T {
-    let out: { value: T } | { error: FailureInfo };
+  private request<T>(request: Record<string, unknown>): T {
+    let out: Answer<T>;
     try {
-      out = this.sandbox.call({ ...request, id: this.id }, this.label, deadline - performance.now()) as
-        | { value: T }
-        | { error: FailureInfo };
+      out = this.sandbox.call<T>({ ...request, id: this.id }, this.label);
     } catch (err) {
       this.broken = err instanceof Error ? err.message : String(err);
       throw err;
@@ -229,28 +298,13 @@ export class WorkflowInstance {
    */
   activate(activation: Activation): ActivationResult {
     this.checkUsable();
-    const deadline = performance.now() + this.sandbox.deadlockTimeoutMs;
-    this.request({ op: 'activate', activation }, deadline);
-    for (;;) {
-      const r = this.request<{ done: false } | ({ done: true } & ActivationResult)>(
-        { op: 'settle' },
-        deadline,
-      );
-      if (r.done) {
-        const result: ActivationResult = { commands: r.commands };
-        if (r.taskFailure) {
-          result.taskFailure = r.taskFailure;
-          this.broken = `workflow task failed: ${r.taskFailure.message}`;
-        }
-        return result;
-      }
-      if (performance.now() >= deadline) {
-        this.broken = 'deadlock';
-        throw new DeadlockError(
-          `${this.label}: workflow code did not block within ${this.sandbox.deadlockTimeoutMs} ms (conditions keep changing)`,
-        );
-      }
+    const r = this.request<ActivationResult>({ op: 'activate', activation });
+    const result: ActivationResult = { commands: r.commands };
+    if (r.taskFailure) {
+      result.taskFailure = r.taskFailure;
+      this.broken = `workflow task failed: ${r.taskFailure.message}`;
     }
+    return result;
   }
 
   /**
@@ -260,12 +314,11 @@ export class WorkflowInstance {
    */
   query(queryType: string, args: readonly unknown[]): unknown {
     this.checkUsable();
-    const deadline = performance.now() + this.sandbox.deadlockTimeoutMs;
     const r = this.request<
       | { ok: true; result: unknown }
       | { ok: false; notRegistered: true; known: string[] }
       | { ok: false; notRegistered: false; failure: FailureInfo }
-    >({ op: 'query', queryType, args }, deadline);
+    >({ op: 'query', queryType, args });
     if (r.ok) return r.result;
     if (r.notRegistered) throw new QueryNotRegisteredError(queryType, r.known);
     const failure = fromFailureInfo(r.failure);
@@ -273,15 +326,11 @@ export class WorkflowInstance {
     throw new ApplicationFailure(r.failure.message, r.failure.type, false);
   }
 
-  /** Releases the module instance. Safe to call twice. */
+  /** Releases the module instance (with the sandbox's next call; nothing runs now). Safe to call twice. */
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    try {
-      this.sandbox.call({ op: 'dispose', id: this.id }, this.label);
-    } catch {
-      // A broken realm has nothing left to release for this run.
-    }
+    this.sandbox.release(this.id, this.generation);
   }
 }
 

@@ -52,7 +52,7 @@ export class Worker {
     readonly options: CompiledWorkerOptions,
     private readonly runtime: Runtime,
     readonly bundle: WorkflowBundle | null,
-    sandbox: WorkflowSandbox | null,
+    private readonly sandbox: WorkflowSandbox | null,
   ) {
     this.#ctx = { ...runtime.ctx, clock: options.clock, workflowTaskRetry: options.workflowTaskRetry };
     this.#log = childLogger(options.logger, { workerId: options.identity, taskQueue: options.taskQueue });
@@ -139,6 +139,7 @@ export class Worker {
   async shutdown(): Promise<void> {
     if (this.#state === 'created') {
       this.#state = 'stopped';
+      this.sandbox?.close();
       await this.runtime.release();
       return;
     }
@@ -157,6 +158,7 @@ export class Worker {
     await this.#sweeper.stop();
     this.#unsubscribeCancels?.();
     this.#workflows.cache.clear();
+    this.sandbox?.close();
     await this.runtime.release();
     this.#state = 'stopped';
     this.#log.info('worker stopped');

@@ -44,6 +44,8 @@ class CachedRun {
   constructor(
     readonly state: WorkflowRunState,
     readonly dispose: () => void,
+    /** Sandbox thread generation the instance lives in. */
+    readonly generation: number,
   ) {}
 
   /** Records a commit of this instance's commands; `fedUpTo` is the last event it was fed. */
@@ -95,7 +97,12 @@ export class WorkflowTaskRunner {
     private readonly queue: { readonly namespace: string; readonly taskQueue: string },
     private readonly activities: LocalActivities | null,
   ) {
-    this.cache = new WorkflowCache<CachedRun>(cacheOptions.maxEntries, cacheOptions.heapWatermark);
+    // Workflow state lives in the sandbox thread's heap, which process.memoryUsage() does not count.
+    this.cache = new WorkflowCache<CachedRun>(
+      cacheOptions.maxEntries,
+      cacheOptions.heapWatermark,
+      () => process.memoryUsage().heapUsed + (sandbox?.heapUsedBytes ?? 0),
+    );
   }
 
   async runTask(task: WorkflowTask): Promise<void> {
@@ -121,7 +128,7 @@ export class WorkflowTaskRunner {
     if (!this.sandbox.workflowTypes().includes(task.workflowType)) {
       return fail('UnknownWorkflowType', unknownType(task.workflowType, this.sandbox.workflowTypes()));
     }
-    let cached = this.cache.take(task.runId);
+    let cached = this.#takeCached(task.runId);
     if (cached && cached.completedEventId !== task.lastCompletedTaskEventId) {
       cached.dispose(); // another node advanced the run meanwhile: replay from history
       cached = undefined;
@@ -167,7 +174,7 @@ export class WorkflowTaskRunner {
    * cached here, else the ordinary way. Throws StaleTokenError if the attempt is no longer current.
    */
   async completeActivity(task: ActivityTask, result: unknown): Promise<void> {
-    const cached = this.sandbox && this.bundle && !this.#stopping ? this.cache.take(task.runId) : undefined;
+    const cached = this.sandbox && this.bundle && !this.#stopping ? this.#takeCached(task.runId) : undefined;
     if (!cached || cached.nextEventId === 0) {
       if (cached) this.cache.put(task.runId, cached);
       await completeActivity(this.ctx, task, result);
@@ -230,6 +237,16 @@ export class WorkflowTaskRunner {
     }
   }
 
+  /** The cached run, unless its instance was lost with a replaced sandbox thread. */
+  #takeCached(runId: string): CachedRun | undefined {
+    const cached = this.cache.take(runId);
+    if (cached && cached.generation !== this.sandbox?.generation) {
+      cached.dispose();
+      return undefined;
+    }
+    return cached;
+  }
+
   /** From now on only in-flight work finishes; results go the ordinary way. */
   stop(): void {
     this.#stopping = true;
@@ -276,7 +293,7 @@ export class WorkflowTaskRunner {
     const instance = this.sandbox!.createInstance(info, (level, message, fields) =>
       this.logger[level](message, { ...fields, workflowId: task.workflowId, runId: task.runId }),
     );
-    return new CachedRun(new WorkflowRunState(instance, info), () => instance.dispose());
+    return new CachedRun(new WorkflowRunState(instance, info), () => instance.dispose(), instance.generation);
   }
 
   /**

@@ -1,6 +1,7 @@
 /**
  * The sandbox side of the host ↔ sandbox protocol. Not part of the public API: the bundler builds this
- * file as the runtime of every workflows bundle, and the worker's sandbox talks to it.
+ * file as the runtime of every workflows bundle, and the worker's sandbox thread
+ * (src/worker/sandbox-thread-program.ts) talks to it.
  *
  * Protocol. `boot()` runs once per realm and returns the slot object. For every call the host writes a
  * JSON request to `slot.input`, then evaluates a script that calls `slot.dispatch()`, which answers with
@@ -8,14 +9,20 @@
  * and the host never holds a promise made here. Promise jobs run when the host's script evaluation ends
  * (`microtaskMode: 'afterEvaluate'`), still with the same run set as current.
  *
- * Requests: `probe` (list workflow types), `create {id, info}` (new module instance; the log sink is
- * read from `slot.logSink`), `activate {id, activation}` (apply jobs), `settle {id}` (check conditions;
- * `{done: false}` asks the host to drain promise jobs and settle again, `{done: true, commands,
- * taskFailure?}` ends the activation), `query {id, queryType, args}`, `dispose {id}`.
+ * A request may need more evaluations, so that promise jobs run between its steps: then `dispatch()`
+ * leaves the follow-up request in `slot.next`, and the host evaluates again with it as input until
+ * `slot.next` is empty; the answer of the last evaluation is the answer of the request.
+ *
+ * Requests: `probe` (list workflow types), `create {id, info, log}` (new module instance; with `log`
+ * its log lines are kept for `slot.takeLogs()`), `activate {id, activation}` (apply jobs, then
+ * continues with `settle`), `settle {id}` (check conditions; while one settled, continues with another
+ * `settle` after the promise jobs ran; finally answers `{commands, taskFailure?}`), `query {id,
+ * queryType, args}`, `dispose {id}`. Any request may carry `dispose: [id, ...]`: instances to release
+ * first (the host batches disposals this way instead of a call each).
  */
 import type { Activation, WorkflowInfo } from '../common/commands.js';
 import { toFailureInfo } from '../common/errors.js';
-import { Activator, type SandboxLogSink } from './activator.js';
+import { Activator } from './activator.js';
 import { installGlobalOverrides } from './global-overrides.js';
 import * as api from './index.js';
 import { setCurrentActivator } from './run-context.js';
@@ -26,18 +33,23 @@ export { api };
 export type ModuleFactory = (require: (id: string) => unknown) => Record<string, unknown>;
 
 export interface HostSlot {
+  /** The request of the next `dispatch()`, JSON text. */
   input: string;
-  logSink: SandboxLogSink | undefined;
+  /** A follow-up request to dispatch after this evaluation's promise jobs ran, or '' when done. */
+  next: string;
   dispatch(): string;
+  /** Log lines since the last call as JSON text `[[id, level, message, fields], ...]`, or ''. */
+  takeLogs(): string;
 }
 
-type Request =
+type Request = (
   | { op: 'probe' }
-  | { op: 'create'; id: number; info: WorkflowInfo }
+  | { op: 'create'; id: number; info: WorkflowInfo; log: boolean }
   | { op: 'activate'; id: number; activation: Activation }
   | { op: 'settle'; id: number }
   | { op: 'query'; id: number; queryType: string; args: unknown[] }
-  | { op: 'dispose'; id: number };
+  | { op: 'dispose'; id: number }
+) & { dispose?: number[] };
 
 const SLOT_KEY = Symbol.for('longhaul.sandbox.slot');
 
@@ -61,6 +73,8 @@ function requireFor(id: string): unknown {
 export function boot(factory: ModuleFactory): HostSlot {
   installGlobalOverrides(globalThis);
   const instances = new Map<number, Activator>();
+  /** Log lines not yet taken by the host, each JSON text `[id, level, message, fields]`. */
+  const logs: string[] = [];
 
   const instanceFor = (id: number): Activator => {
     const activator = instances.get(id);
@@ -74,6 +88,12 @@ export function boot(factory: ModuleFactory): HostSlot {
     return factory(requireFor);
   };
 
+  const release = (id: number): void => {
+    instances.get(id)?.dispose();
+    instances.delete(id);
+    setCurrentActivator(undefined);
+  };
+
   const handle = (req: Request): unknown => {
     switch (req.op) {
       case 'probe': {
@@ -82,35 +102,44 @@ export function boot(factory: ModuleFactory): HostSlot {
         return { types: Object.keys(exportsOf).filter((k) => typeof exportsOf[k] === 'function') };
       }
       case 'create': {
-        const activator = new Activator(req.info, slot.logSink);
-        slot.logSink = undefined;
+        const id = req.id;
+        const activator = new Activator(
+          req.info,
+          req.log
+            ? (level, message, fieldsJson) => {
+                logs.push(`[${id},${JSON.stringify(level)},${JSON.stringify(message)},${fieldsJson}]`);
+              }
+            : undefined,
+        );
         activator.workflows = loadModule(activator);
         instances.set(req.id, activator);
         return { ok: true };
       }
       case 'activate':
         instanceFor(req.id).activate(req.activation);
+        slot.next = JSON.stringify({ op: 'settle', id: req.id });
         return { ok: true };
       case 'settle': {
         const activator = instanceFor(req.id);
-        if (activator.checkConditions()) return { done: false };
-        return { done: true, ...activator.collect() };
+        if (activator.checkConditions()) {
+          slot.next = JSON.stringify({ op: 'settle', id: req.id });
+          return { ok: true };
+        }
+        return activator.collect();
       }
       case 'query':
         return instanceFor(req.id).query(req.queryType, req.args);
-      case 'dispose': {
-        instances.get(req.id)?.dispose();
-        instances.delete(req.id);
-        setCurrentActivator(undefined);
+      case 'dispose':
+        release(req.id);
         return { ok: true };
-      }
     }
   };
 
   const slot: HostSlot = {
     input: '',
-    logSink: undefined,
+    next: '',
     dispatch(): string {
+      slot.next = '';
       let req: Request;
       try {
         req = JSON.parse(slot.input) as Request;
@@ -118,10 +147,18 @@ export function boot(factory: ModuleFactory): HostSlot {
         return JSON.stringify({ error: toFailureInfo(err) });
       }
       try {
+        if (req.dispose) for (const id of req.dispose) release(id);
         return JSON.stringify({ value: handle(req) });
       } catch (err) {
+        slot.next = '';
         return JSON.stringify({ error: toFailureInfo(err) });
       }
+    },
+    takeLogs(): string {
+      if (logs.length === 0) return '';
+      const text = `[${logs.join(',')}]`;
+      logs.length = 0;
+      return text;
     },
   };
   Object.defineProperty(globalThis, SLOT_KEY, { value: slot, enumerable: false, writable: false });

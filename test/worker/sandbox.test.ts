@@ -314,9 +314,106 @@ describe('WorkflowSandbox', () => {
     ]);
   });
 
+  it('passes requests and answers larger than the shared buffer', () => {
+    const big = 'é'.repeat(700_000); // 1.4 MB of UTF-8
+    expect(closing(start('echo', [big], 's', 'run-big').first)).toEqual({
+      type: 'completeWorkflow',
+      result: big,
+    });
+  });
+
   it('refuses a disposed instance', () => {
     const { instance } = start('collector');
     instance.dispose();
     expect(() => (instance as WorkflowInstance).activate(activation([]))).toThrow(/disposed/);
+  });
+
+  it('can be closed: calls then fail instead of hanging', async () => {
+    const own = WorkflowSandbox.create(await bundleWorkflows(fixturePath('basic.ts')));
+    const instance = own.createInstance(runInfo('collector', 'run-closed'));
+    own.close();
+    expect(() => instance.activate(activation([startJob('collector')]))).toThrow(/closed/);
+    expect(() => own.createInstance(runInfo('collector', 'run-closed-2'))).toThrow(/closed/);
+  });
+});
+
+describe('WorkflowSandbox deadlock detection', () => {
+  const signal = (signalName: string): ActivationJob => ({ type: 'signal', signalName, args: [] });
+
+  /** `call` throws DeadlockError naming the run; the instance is unusable and other runs still work. */
+  function expectDeadlock(instance: WorkflowInstance, runId: string, call: () => unknown): void {
+    const generation = sandbox.generation;
+    const startedAt = performance.now();
+    let caught: unknown;
+    try {
+      call();
+    } catch (err) {
+      caught = err;
+    }
+    const elapsedMs = performance.now() - startedAt;
+    expect(caught).toBeInstanceOf(DeadlockError);
+    expect((caught as Error).message).toContain(`workflow '${instance.info.workflowType}' run ${runId}`);
+    expect((caught as Error).message).toMatch(/did not yield within 300 ms/);
+    // The watchdog fires between the timeout and the timeout plus a tenth of it.
+    expect(elapsedMs).toBeGreaterThanOrEqual(290);
+    expect(elapsedMs).toBeLessThan(2000);
+    expect(() => instance.activate(activation([]))).toThrow(/unusable/);
+    expect(() => instance.query('items', [])).toThrow(/unusable/);
+    instance.dispose();
+    // The realm and its other runs are untouched: no new generation, and a second run works.
+    expect(sandbox.generation).toBe(generation);
+    const { instance: next, first } = start('collector', [], 's', `${runId}-next`);
+    expect(first.commands).toEqual([{ type: 'startTimer', seq: 1, durationMs: 1000 }]);
+    next.activate(activation([signal('finish'), { type: 'fireTimer', seq: 1 }]));
+    expect(next.query('items', [])).toEqual([]);
+  }
+
+  it('stops a workflow body that never yields', () => {
+    const instance = sandbox.createInstance(runInfo('spin', 'run-dl-body'));
+    expectDeadlock(instance, 'run-dl-body', () => instance.activate(activation([startJob('spin')])));
+  });
+
+  it('stops a condition predicate that never returns', () => {
+    const { instance, first } = start('spinInCondition', [], 's', 'run-dl-condition');
+    expect(first.commands).toEqual([]);
+    expectDeadlock(instance, 'run-dl-condition', () => instance.activate(activation([signal('finish')])));
+  });
+
+  it('stops a signal handler that never returns', () => {
+    const { instance } = start('spinInSignalHandler', [], 's', 'run-dl-signal');
+    expectDeadlock(instance, 'run-dl-signal', () => instance.activate(activation([signal('finish')])));
+  });
+
+  it('stops a promise continuation that never yields', () => {
+    const { instance } = start('spinInMicrotask', [], 's', 'run-dl-microtask');
+    expectDeadlock(instance, 'run-dl-microtask', () => instance.activate(activation([signal('finish')])));
+  });
+
+  it('stops workflow code that keeps queueing promise jobs without ever blocking', () => {
+    const instance = sandbox.createInstance(runInfo('spinOnPromiseJobs', 'run-dl-jobs'));
+    expectDeadlock(instance, 'run-dl-jobs', () =>
+      instance.activate(activation([startJob('spinOnPromiseJobs')])),
+    );
+  });
+
+  it('stops a query handler that never returns', () => {
+    const { instance } = start('spinInQuery', [], 's', 'run-dl-query');
+    expectDeadlock(instance, 'run-dl-query', () => instance.query('stuck', []));
+  });
+
+  it('keeps cached runs usable across a deadlock of another run', () => {
+    const { instance: kept, first } = start('collector', [], 's', 'run-dl-kept');
+    expect(first.commands).toHaveLength(1);
+    kept.activate(activation([{ type: 'signal', signalName: 'addItem', args: ['a'] }]));
+    const stuckRun = sandbox.createInstance(runInfo('spin', 'run-dl-other'));
+    expect(() => stuckRun.activate(activation([startJob('spin')]))).toThrow(DeadlockError);
+    const r = kept.activate(
+      activation([
+        { type: 'signal', signalName: 'addItem', args: ['b'] },
+        { type: 'fireTimer', seq: 1 },
+      ]),
+    );
+    expect(r.commands).toEqual([]);
+    expect(kept.query('items', [])).toEqual(['a', 'b']);
   });
 });
