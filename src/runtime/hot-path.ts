@@ -4,7 +4,7 @@ import type { HistoryEvent, NewEvent } from '../common/events.js';
 import { planActivityCompleted } from '../engine/activity-attempt.js';
 import type { RunPatch } from '../store/store.js';
 import { type ActivityTaskRef, applyActivityOutcome } from './activity-tasks.js';
-import { appendEvents, inTransaction, type RuntimeContext } from './context.js';
+import { inTransaction, type RuntimeContext } from './context.js';
 import { applyCompletion, type CompletionResult, type EagerDispatch } from './workflow-tasks.js';
 
 /**
@@ -113,7 +113,6 @@ export async function completeActivityWithTask(
       spec.taskTime,
       first,
     ).map(({ eventId: _id, ...e }) => e as NewEvent);
-    const appended = await appendEvents(tx, run.runId, first, taskEvents);
     const started = {
       nextEventId: first + taskEvents.length,
       wftPhase: 'started',
@@ -127,7 +126,7 @@ export async function completeActivityWithTask(
       wftToken: run.wftToken + 1,
       wftFailure: null,
     } satisfies RunPatch;
-    await tx.updateRun(run.runId, started);
+    // The result, the task start and the task's own events go in one append and one run update.
     const completion = await applyCompletion(
       ctx,
       tx,
@@ -137,7 +136,8 @@ export async function completeActivityWithTask(
       spec.bundleHash,
       workerId,
       eager,
+      { events: taskEvents, patch: { wftToken: started.wftToken, wftStartedTime: started.wftStartedTime } },
     );
-    return { kind: 'committed', ...completion, events: [...appended, ...completion.events] };
+    return { kind: 'committed', ...completion };
   });
 }

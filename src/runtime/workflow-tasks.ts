@@ -1,10 +1,10 @@
 import type { WorkflowCommand } from '../common/commands.js';
 import { type FailureInfo, StaleTokenError, ValidationError } from '../common/errors.js';
-import type { HistoryEvent, WorkflowTaskFailedCause } from '../common/events.js';
+import type { HistoryEvent, NewEvent, WorkflowTaskFailedCause } from '../common/events.js';
 import { LIMITS } from '../common/ids.js';
 import { planActivityStart } from '../engine/activity-attempt.js';
 import { type CompletionPlan, planClaim, planCompletion, planFailure } from '../engine/workflow-task.js';
-import type { RunRecord, StoreTx, TimerRecord } from '../store/store.js';
+import type { RunPatch, RunRecord, StoreTx, TimerRecord } from '../store/store.js';
 import { type ActivityTask, activityTaskOf } from './activity-tasks.js';
 import { appendEvents, inTransaction, type PendingWakes, patchRun, type RuntimeContext } from './context.js';
 
@@ -147,6 +147,12 @@ export async function applyCompletion(
   bundleHash: string,
   workerId: string,
   eager: EagerDispatch | undefined,
+  /**
+   * Events and run fields of the same commit that precede the task's own (the hot path's activity
+   * result and task start): written with them in one append and one run update. `run` already counts
+   * the events (its nextEventId is past them).
+   */
+  lead: { readonly events: readonly NewEvent[]; readonly patch: RunPatch } = { events: [], patch: {} },
 ): Promise<CompletionResult> {
   const runId = run.runId;
   const now = ctx.clock.now();
@@ -174,8 +180,9 @@ export async function applyCompletion(
       `the workflow would have ${pendingAfter} pending activities; the limit is ${LIMITS.pendingActivities}. Await some before scheduling more`,
     );
   }
-  const events = await appendEvents(tx, runId, run.nextEventId, plan.events);
-  await tx.updateRun(runId, plan.patch);
+  const first = run.nextEventId - lead.events.length;
+  const events = await appendEvents(tx, runId, first, [...lead.events, ...plan.events]);
+  await tx.updateRun(runId, { ...lead.patch, ...plan.patch });
   if (plan.bufferedUpTo > 0) await tx.deleteBuffered(runId, plan.bufferedUpTo);
   const eagerActivities: ActivityTask[] = [];
   if (plan.closed) {
