@@ -70,6 +70,9 @@ export function slackFor(deadlockTimeoutMs: number): number {
  *
  * The thread is unreferenced: it never keeps the process alive. `stop()` ends it.
  */
+/** Young generation of the sandbox thread's heap (MB). */
+const SANDBOX_YOUNG_GENERATION_MB = 4;
+
 export class SandboxThread {
   readonly #worker: Worker;
   readonly #port: MessagePort;
@@ -94,6 +97,9 @@ export class SandboxThread {
       // The thread needs no loader, flags or environment of the host process.
       execArgv: [],
       env: {},
+      // Workflow state is many small, short-lived objects; a small young generation keeps the thread's
+      // memory flat (the default sizes it for the whole machine) at little cost in collection time.
+      resourceLimits: { maxYoungGenerationSizeMb: SANDBOX_YOUNG_GENERATION_MB },
       workerData: {
         code: options.code,
         filename: options.filename,
