@@ -13,11 +13,22 @@ export default defineConfig({
     ],
   },
   test: {
-    include: ['test/**/*.test.ts', 'examples/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
     fileParallelism: true,
     maxWorkers: 2,
+    projects: [
+      { extends: true, test: { name: 'sqlite', include: ['test/**/*.test.ts', 'examples/**/*.test.ts'] } },
+      // The end-to-end suite again, on PostgreSQL (each test environment uses a fresh schema).
+      {
+        extends: true,
+        test: {
+          name: 'postgres',
+          include: ['test/e2e/**/*.test.ts'],
+          env: { LONGHAUL_TEST_STORE: 'postgres' },
+        },
+      },
+    ],
   },
 });

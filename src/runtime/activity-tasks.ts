@@ -77,7 +77,12 @@ export function activityTaskOf(a: ActivityRecord, now: number): ActivityTask {
   };
 }
 
+/**
+ * The current attempt, or StaleTokenError. Locks the run before the activity: every transaction that
+ * touches both takes them in that order (a workflow task's commit does), so they cannot deadlock.
+ */
 async function requireCurrentAttempt(tx: StoreTx, ref: ActivityTaskRef): Promise<ActivityRecord> {
+  await tx.getRun(ref.runId);
   const a = await tx.getActivity(ref.runId, ref.scheduledEventId);
   if (a?.phase !== 'started' || a.token !== ref.token) {
     throw new StaleTokenError(

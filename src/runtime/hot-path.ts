@@ -82,6 +82,8 @@ export async function completeActivityWithTask(
   eager: EagerDispatch | undefined,
 ): Promise<HotCompletion> {
   return inTransaction(ctx, async (tx, wakes) => {
+    // The run first, then the activity: the lock order of every transaction that touches both.
+    const locked = await tx.getRun(ref.runId);
     const a = await tx.getActivity(ref.runId, ref.scheduledEventId);
     if (a?.phase !== 'started' || a.token !== ref.token) {
       throw new StaleTokenError(
@@ -90,7 +92,7 @@ export async function completeActivityWithTask(
     }
     const now = ctx.clock.now();
     const outcome = planActivityCompleted(a, result, now);
-    const run = await tx.getRun(a.runId);
+    const run = locked;
     if (
       run?.status !== 'running' ||
       run.wftPhase !== 'idle' ||

@@ -40,6 +40,7 @@ const BY_CODE: Readonly<Record<string, StoreErrorClass>> = {
   '57P02': 'connectionLost', // crash_shutdown
   '57P03': 'connectionLost', // cannot_connect_now
   '23505': 'constraint', // unique_violation
+  '53300': 'busy', // too_many_connections: the server is at max_connections; a slot frees up soon
   // Node socket errors raised by network drivers
   ECONNRESET: 'connectionLost',
   ECONNREFUSED: 'connectionLost',
@@ -53,10 +54,24 @@ const BY_SQLSTATE_CLASS: Readonly<Record<string, StoreErrorClass>> = {
   '23': 'constraint', // integrity_constraint_violation
 };
 
+/**
+ * Driver errors that carry no code, by message. The `pg` driver raises these itself when the socket
+ * closes under a query or a checked-out client (e.g. after `pg_terminate_backend`), or a connect times out.
+ */
+const BY_MESSAGE: readonly (readonly [RegExp, StoreErrorClass])[] = [
+  [/^Connection terminated/, 'connectionLost'],
+  [/^Client has encountered a connection error and is not queryable/, 'connectionLost'],
+  [/^timeout exceeded when trying to connect/, 'connectionLost'],
+];
+
 /** Classifies an error thrown by a database driver. Unknown errors (and non-errors) are `fatal`. */
 export function classifyStoreError(err: unknown): StoreErrorClass {
   const code = errorCode(err);
-  if (code === undefined) return 'fatal';
+  if (code === undefined) {
+    const message = err instanceof Error ? err.message : undefined;
+    const match = message === undefined ? undefined : BY_MESSAGE.find(([pattern]) => pattern.test(message));
+    return match ? match[1] : 'fatal';
+  }
   const exact = BY_CODE[code];
   if (exact) return exact;
   if (code.startsWith('SQLITE_')) {

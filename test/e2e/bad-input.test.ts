@@ -22,7 +22,7 @@ describe('bad input is rejected with a ValidationError naming the field, and not
   /** Starts with `options` merged over valid ones; expects a ValidationError on `field` and no run written. */
   async function rejectsStart(field: string, options: Record<string, unknown>): Promise<ValidationError> {
     const workflowId = uniqueId('bad');
-    const runsBefore = env.countRuns();
+    const runsBefore = await env.countRuns();
     const err = await throwsWith(
       () =>
         env.client.workflow.start('hello', {
@@ -36,7 +36,7 @@ describe('bad input is rejected with a ValidationError naming the field, and not
     expect(err.field).toBe(field);
     expect(err.code).toBe('VALIDATION');
     expect(err.message).toContain(field);
-    expect(env.countRuns()).toBe(runsBefore);
+    expect(await env.countRuns()).toBe(runsBefore);
     const id = (options.workflowId as string | undefined) ?? workflowId;
     if (id === workflowId)
       await rejectsWith(env.client.workflow.getHandle(id).describe(), WorkflowNotFoundError);

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { Client, type WorkflowHandle } from 'longhaul/client';
 import { Worker, type WorkerOptions } from 'longhaul/worker';
+import pg from 'pg';
 import { expect } from 'vitest';
 import * as baseActivities from '../fixtures/e2e/activities.js';
 import * as engineActivities from '../fixtures/e2e/engine-activities.js';
@@ -46,6 +47,30 @@ interface RunningWorker {
 
 let counter = 0;
 
+/** Which store the end-to-end suite runs on. */
+const testStore = process.env.LONGHAUL_TEST_STORE === 'postgres' ? 'postgres' : 'sqlite';
+const POSTGRES = 'postgres://postgres@127.0.0.1:5432/test';
+let schemas = 0;
+
+function nextSchema(): string {
+  schemas++;
+  return `lh_e2e_${process.pid}_${schemas}_${Date.now().toString(36)}`;
+}
+
+function postgresUrl(schema: string): string {
+  return `${POSTGRES}?schema=${schema}`;
+}
+
+async function withPostgres<T>(fn: (pg: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: POSTGRES });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
 /** A unique workflow id for one test. */
 export function uniqueId(prefix: string): string {
   counter++;
@@ -63,11 +88,16 @@ export class TestEnv {
     readonly taskQueue: string,
   ) {}
 
-  /** Creates the temp dir and store, starts a worker (unless `worker: false`) and connects a client. */
+  /**
+   * Creates the temp dir and store, starts a worker (unless `worker: false`) and connects a client. The
+   * store is a SQLite file, or a fresh schema on the test PostgreSQL server when LONGHAUL_TEST_STORE is
+   * 'postgres' (the suite runs on both).
+   */
   static async create(options: EnvOptions = {}): Promise<TestEnv> {
     const dir = await mkdtemp(path.join(tmpdir(), 'longhaul-e2e-'));
     const dbPath = path.join(dir, 'db.sqlite');
-    const env = new TestEnv(dir, dbPath, `sqlite:${dbPath}`, options.taskQueue ?? 'e2e');
+    const url = testStore === 'postgres' ? postgresUrl(nextSchema()) : `sqlite:${dbPath}`;
+    const env = new TestEnv(dir, dbPath, url, options.taskQueue ?? 'e2e');
     try {
       if (options.worker === false) {
         // A worker (a node) creates the store; a client never does.
@@ -120,8 +150,15 @@ export class TestEnv {
     }
   }
 
-  /** Number of runs stored for `workflowId` (every run when omitted), read straight from the file. */
-  countRuns(workflowId?: string): number {
+  /** Number of runs stored for `workflowId` (every run when omitted), read straight from the database. */
+  async countRuns(workflowId?: string): Promise<number> {
+    if (testStore === 'postgres') {
+      const schema = new URL(this.url).searchParams.get('schema')!;
+      const sql = `SELECT count(*)::int AS n FROM "${schema}".runs${workflowId === undefined ? '' : ' WHERE workflow_id = $1'}`;
+      return withPostgres(
+        async (pg) => (await pg.query(sql, workflowId === undefined ? [] : [workflowId])).rows[0].n,
+      );
+    }
     const db = new Database(this.dbPath, { readonly: true, fileMustExist: true });
     try {
       const row = (
@@ -141,6 +178,10 @@ export class TestEnv {
     await this.#client?.close();
     this.#client = undefined;
     await rm(this.dir, { recursive: true, force: true });
+    if (testStore === 'postgres') {
+      const schema = new URL(this.url).searchParams.get('schema')!;
+      await withPostgres((pg) => pg.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`));
+    }
   }
 }
 

@@ -20,7 +20,7 @@ describe('workflow id conflict and reuse policies, request ids', () => {
     const err = await rejectsWith(longSleep(workflowId), WorkflowExecutionAlreadyStartedError);
     expect(err.workflowId).toBe(workflowId);
     expect(err.runId).toBe(first.runId);
-    expect(env.countRuns(workflowId)).toBe(1);
+    expect(await env.countRuns(workflowId)).toBe(1);
     expect((await first.describe()).status).toBe('running');
     await first.terminate('done with the test');
   });
@@ -30,7 +30,7 @@ describe('workflow id conflict and reuse policies, request ids', () => {
     const first = await longSleep(workflowId);
     const second = await longSleep(workflowId, { idConflictPolicy: 'useExisting' });
     expect(second.runId).toBe(first.runId);
-    expect(env.countRuns(workflowId)).toBe(1);
+    expect(await env.countRuns(workflowId)).toBe(1);
     await first.terminate('done with the test');
   });
 
@@ -48,7 +48,7 @@ describe('workflow id conflict and reuse policies, request ids', () => {
     expect(err.status).toBe('terminated');
     expect((await first.describe()).status).toBe('terminated');
     expect(await resultWithin(second)).toBe('hello new');
-    expect(env.countRuns(workflowId)).toBe(2);
+    expect(await env.countRuns(workflowId)).toBe(2);
   });
 
   it('after a run completes, a new start with the same id works by default', async () => {
@@ -66,7 +66,7 @@ describe('workflow id conflict and reuse policies, request ids', () => {
     });
     expect(second.runId).not.toBe(first.runId);
     expect(await resultWithin(second)).toBe('hello 2');
-    expect(env.countRuns(workflowId)).toBe(2);
+    expect(await env.countRuns(workflowId)).toBe(2);
   });
 
   it("idReusePolicy 'rejectDuplicate' rejects a start after the run completed", async () => {
@@ -87,7 +87,7 @@ describe('workflow id conflict and reuse policies, request ids', () => {
       WorkflowExecutionAlreadyStartedError,
     );
     expect(err.runId).toBe(first.runId);
-    expect(env.countRuns(workflowId)).toBe(1);
+    expect(await env.countRuns(workflowId)).toBe(1);
   });
 
   it("idReusePolicy 'allowDuplicateFailedOnly' rejects after success and allows after failure", async () => {
@@ -144,6 +144,6 @@ describe('workflow id conflict and reuse policies, request ids', () => {
       requestId,
     });
     expect(late.runId).toBe(first.runId);
-    expect(env.countRuns(workflowId)).toBe(1);
+    expect(await env.countRuns(workflowId)).toBe(1);
   });
 });

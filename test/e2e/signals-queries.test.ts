@@ -136,7 +136,7 @@ describe('signals and queries', () => {
     await first.signal(done);
     expect(await resultWithin(first)).toEqual(['first', 'second']);
     expect(await eventsOf(first, 'WorkflowStarted')).toHaveLength(1);
-    expect(env.countRuns(workflowId)).toBe(1);
+    expect(await env.countRuns(workflowId)).toBe(1);
   });
 
   it('a plain start on the id that signalWithStart opened fails with WorkflowExecutionAlreadyStartedError', async () => {

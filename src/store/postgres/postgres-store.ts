@@ -1,0 +1,397 @@
+import pg from 'pg';
+import { StoreError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import { silentLogger } from '../../common/logger.js';
+import {
+  classifyStoreError,
+  errorCode,
+  isTransientStoreErrorClass,
+  type StoreErrorClass,
+} from '../errors.js';
+import type { Store, StoreCapabilities, StoreReader, StoreTx } from '../store.js';
+import {
+  checkPostgresSchemaForClient,
+  type MigrationClient,
+  migratePostgresSchema,
+} from './postgres-migrations.js';
+import { buildStatements, type PostgresStatements } from './postgres-rows.js';
+import { PatchStatements, type PgQueryable, type PgResult, PostgresTx } from './postgres-tx.js';
+
+/** The part of a `pg` pool client the store uses. */
+export interface PostgresPoolClient extends PgQueryable, MigrationClient {
+  query(config: {
+    readonly name?: string;
+    readonly text: string;
+    readonly values?: readonly unknown[];
+  }): Promise<PgResult>;
+  query<R = Record<string, unknown>>(text: string, values?: readonly unknown[]): Promise<{ rows: R[] }>;
+  /** Returns the connection to the pool; with an error, closes it instead (its state is unknown). */
+  release(destroy?: Error | boolean): void;
+  on(event: 'error', listener: (err: Error) => void): unknown;
+  off(event: 'error', listener: (err: Error) => void): unknown;
+}
+
+/** The part of a `pg.Pool` the store uses. */
+export interface PostgresPool {
+  connect(): Promise<PostgresPoolClient>;
+  end(): Promise<void>;
+  on(event: 'error', listener: (err: Error) => void): unknown;
+}
+
+/** Options of one PostgreSQL store, as compiled from a connection string by `openStore`. */
+export interface PostgresStoreOptions {
+  /** A `pg` connection string without longhaul's options. May hold a password: never logged or shown. */
+  readonly connectionString: string;
+  /** The PostgreSQL schema holding the store's tables (a validated identifier). */
+  readonly schema: string;
+  /** The connection string without its password, for logs and errors. */
+  readonly description: string;
+  /** A node creates and migrates the schema; a client only connects to one that exists and is current. */
+  readonly mode: 'node' | 'client';
+  /** Most connections this store holds (default 10). */
+  readonly poolSize?: number;
+  /** How long, in ms, opening a connection may take before it counts as failed (default 10 000). */
+  readonly connectTimeoutMs?: number;
+  /** How long, in ms, a transaction keeps re-running after transient faults (default 30 000). */
+  readonly retryBudgetMs?: number;
+  readonly logger?: Logger;
+}
+
+const DEFAULT_POOL_SIZE = 10;
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+const DEFAULT_RETRY_BUDGET_MS = 30_000;
+/** Idle pooled connections close after this many ms. */
+const IDLE_TIMEOUT_MS = 30_000;
+const INT8_OID = 20;
+const INT8_ARRAY_OID = 1016;
+
+/**
+ * `bigint` columns read back as numbers, not strings (every time, id and counter the engine stores is a
+ * safe integer). Set on this store's pool only, never on the `pg` module (no global side effects).
+ */
+const TYPES = {
+  getTypeParser(oid: number, format?: 'text' | 'binary') {
+    if (oid === INT8_OID) return (value: string) => Number(value);
+    // `{1,2,3}`: the adapter reads only one-dimensional bigint[] without NULLs.
+    if (oid === INT8_ARRAY_OID)
+      return (value: string) => (value === '{}' ? [] : value.slice(1, -1).split(',').map(Number));
+    return pg.types.getTypeParser(oid, format ?? 'text');
+  },
+} as pg.CustomTypesConfig;
+
+/** Counters of one store, for diagnostics and tests (`PostgresStore.stats`). */
+export interface PostgresStoreStats {
+  /** Transactions and reads that committed. */
+  commits: number;
+  /** Attempts re-run after a transient fault (deadlock, serialization failure, lost connection, ...). */
+  retries: number;
+}
+
+/**
+ * The PostgreSQL store: any number of nodes on any number of hosts share one schema of one database.
+ *
+ * Isolation: READ COMMITTED plus row locks, not SERIALIZABLE. Why that is enough: the runtime's writes are
+ * read-check-write on a few known rows (a run, an activity, a query, a request id), and inside
+ * `transaction` every read of such a row locks it (`SELECT ... FOR UPDATE`: `getRun`, `findRun`,
+ * `findOpenRun`, `getActivity`, `getQuery`), so two transactions on one row run one after the other and
+ * the second reads the first's committed result (PostgreSQL re-reads a row's newest version once its
+ * lock is granted). That is the compare-and-set of the hot path (the run's next event id, the fencing
+ * tokens). Rows that do not exist yet are guarded by unique indexes (run id, one running run per
+ * workflow id, event ids, timer and activity keys) and, for request ids, by an advisory lock on the id
+ * (`PostgresTx.getRequest`). Claim and sweep queries use `FOR UPDATE SKIP LOCKED`, so pollers never wait
+ * for each other and never take the same row. SERIALIZABLE would add predicate locks and spurious
+ * serialization failures on exactly these hot, contended queries, for no anomaly the runtime can hit.
+ *
+ * Guarantees:
+ * - `transaction` runs its callback between `BEGIN ISOLATION LEVEL READ COMMITTED` and `COMMIT` on one
+ *   pooled connection. A throw rolls back and rejects with the same error. A transient fault (deadlock
+ *   40P01, serialization failure 40001, lost connection class 08 / 57P01-57P03 / socket errors, a full
+ *   server 53300; see `store/errors.ts`) rolls back, waits a jittered backoff (5 ms doubling to 500 ms)
+ *   and re-runs the callback on a fresh attempt, for up to `retryBudgetMs` (then StoreError
+ *   'STORE_UNAVAILABLE'). A callback may therefore run more than once and must have no effects outside
+ *   the transaction. A connection lost during `COMMIT` is re-run too, as `store/errors.ts` prescribes:
+ *   that transaction may have committed, and the callbacks' own guards (request ids, fencing tokens, the
+ *   next event id) turn a second run into a no-op or a rejection.
+ * - `read` runs in a `REPEATABLE READ READ ONLY` transaction: one consistent snapshot of committed data.
+ * - No statement text ever contains a value; statements are named, so each connection parses and plans
+ *   each one once.
+ * - Do not call `transaction` of the same Store from inside a transaction callback: with every pooled
+ *   connection busy it would wait for itself.
+ */
+export class PostgresStore implements Store {
+  readonly capabilities: StoreCapabilities = { sharedAcrossProcesses: true };
+  readonly description: string;
+  private readonly statements: PostgresStatements;
+  private readonly patches: PatchStatements;
+  private readonly logger: Logger;
+  private readonly retryBudgetMs: number;
+  private readonly inFlight = new Set<Promise<unknown>>();
+  private readonly counters: PostgresStoreStats = { commits: 0, retries: 0 };
+  private closed = false;
+  private closing: Promise<void> | undefined;
+
+  private constructor(
+    private readonly pool: PostgresPool,
+    private readonly options: PostgresStoreOptions,
+  ) {
+    this.description = options.description;
+    this.statements = buildStatements(options.schema);
+    this.patches = new PatchStatements(options.schema);
+    this.logger = options.logger ?? silentLogger;
+    this.retryBudgetMs = options.retryBudgetMs ?? DEFAULT_RETRY_BUDGET_MS;
+  }
+
+  /**
+   * Connects and, for a node, creates and migrates the schema; for a client, checks that it exists and
+   * is current (creating nothing). Fails with a StoreError saying what to do: STORE_UNAVAILABLE when the
+   * server cannot be reached (not retried: the caller decides whether to wait), STORE_NOT_FOUND,
+   * SCHEMA_TOO_OLD, SCHEMA_TOO_NEW, NOT_A_LONGHAUL_STORE.
+   */
+  static async open(options: PostgresStoreOptions): Promise<PostgresStore> {
+    const logger = options.logger ?? silentLogger;
+    const pool: PostgresPool = new pg.Pool({
+      connectionString: options.connectionString,
+      max: options.poolSize ?? DEFAULT_POOL_SIZE,
+      connectionTimeoutMillis: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+      idleTimeoutMillis: IDLE_TIMEOUT_MS,
+      allowExitOnIdle: true,
+      types: TYPES,
+    });
+    // An idle pooled connection that dies (server restart, pg_terminate_backend) is dropped by the pool;
+    // without a listener the error would crash the process.
+    pool.on('error', (err) => {
+      logger.warn('an idle PostgreSQL connection failed; the pool replaces it', {
+        store: options.description,
+        error: err.message,
+        code: errorCode(err),
+      });
+    });
+    try {
+      let client: PostgresPoolClient;
+      try {
+        client = await pool.connect();
+      } catch (err) {
+        throw unavailable(options.description, err);
+      }
+      try {
+        if (options.mode === 'client') {
+          await checkPostgresSchemaForClient(client, options.schema, options.description);
+        } else {
+          const { from, to } = await migratePostgresSchema(client, options.schema, options.description);
+          if (from !== to) {
+            logger.info('migrated the PostgreSQL store schema', { store: options.description, from, to });
+          }
+        }
+        client.release();
+      } catch (err) {
+        client.release(true);
+        throw err;
+      }
+    } catch (err) {
+      await pool.end().catch(() => undefined);
+      if (err instanceof StoreError) throw err;
+      const transient = isTransientStoreErrorClass(classifyStoreError(err));
+      throw transient ? unavailable(options.description, err) : failure(options.description, err);
+    }
+    logger.info('opened PostgreSQL store', { store: options.description, mode: options.mode });
+    return new PostgresStore(pool, options);
+  }
+
+  transaction<T>(fn: (tx: StoreTx) => Promise<T>): Promise<T> {
+    return this.track(() => this.run(fn, true));
+  }
+
+  read<T>(fn: (tx: StoreReader) => Promise<T>): Promise<T> {
+    return this.track(() => this.run(fn, false));
+  }
+
+  /** Waits for running transactions and reads, then closes every connection. Idempotent. */
+  close(): Promise<void> {
+    if (!this.closing) {
+      this.closed = true;
+      this.closing = (async () => {
+        while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+        await this.pool.end();
+      })();
+    }
+    return this.closing;
+  }
+
+  /** Commit and retry counters, for diagnostics and tests. */
+  stats(): PostgresStoreStats {
+    return { ...this.counters };
+  }
+
+  private track<T>(op: () => Promise<T>): Promise<T> {
+    if (this.closed) return Promise.reject(closedError(this.description));
+    const p = op();
+    this.inFlight.add(p);
+    const done = () => this.inFlight.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  /** Attempts until one commits, throws for good, or the retry budget is spent. */
+  private async run<T>(fn: (tx: PostgresTx) => Promise<T>, writable: boolean): Promise<T> {
+    const started = performance.now();
+    for (let attempt = 0; ; attempt++) {
+      const outcome = await this.attempt(fn, writable);
+      if (outcome.kind === 'committed') return outcome.value;
+      if (outcome.kind === 'failed') throw outcome.error;
+      const cls = classifyStoreError(outcome.error);
+      if (this.closed) throw closedError(this.description);
+      const elapsed = performance.now() - started;
+      if (elapsed >= this.retryBudgetMs)
+        throw retriesExhausted(this.description, this.retryBudgetMs, cls, outcome.error);
+      this.counters.retries++;
+      (cls === 'connectionLost' ? this.logger.warn : this.logger.debug)(
+        're-running a PostgreSQL transaction',
+        {
+          store: this.description,
+          reason: cls,
+          code: errorCode(outcome.error),
+          attempt: attempt + 1,
+        },
+      );
+      await sleep(backoffMs(attempt));
+    }
+  }
+
+  /** One attempt on one pooled connection. */
+  private async attempt<T>(fn: (tx: PostgresTx) => Promise<T>, writable: boolean): Promise<Attempt<T>> {
+    let client: PostgresPoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (err) {
+      if (isTransientStoreErrorClass(classifyStoreError(err))) return { kind: 'transient', error: err };
+      return { kind: 'failed', error: unavailable(this.description, err) };
+    }
+    // A checked-out connection that dies between queries reports it here, not to a query.
+    let lost: unknown;
+    const onError = (err: Error) => {
+      lost ??= err;
+    };
+    client.on('error', onError);
+    const tx = new PostgresTx(
+      client,
+      this.statements,
+      this.patches,
+      writable,
+      this.description,
+      this.options.schema,
+    );
+    let broken: Error | undefined;
+    try {
+      await client.query(writable ? BEGIN_WRITE : BEGIN_READ);
+      let value: T | undefined;
+      let thrown: { error: unknown } | undefined;
+      try {
+        value = await fn(tx);
+      } catch (error) {
+        thrown = { error };
+      } finally {
+        tx.end();
+      }
+      const transient =
+        tx.transientFault ??
+        lost ??
+        (thrown && isTransientStoreErrorClass(classifyStoreError(thrown.error)) ? thrown.error : undefined);
+      if (transient !== undefined || thrown || tx.abortedBy !== undefined) {
+        await this.rollback(client).catch((err: unknown) => {
+          broken = asError(err);
+        });
+        if (transient !== undefined) {
+          broken ??= classifyStoreError(transient) === 'connectionLost' ? asError(transient) : undefined;
+          return { kind: 'transient', error: transient };
+        }
+        if (thrown) return { kind: 'failed', error: thrown.error };
+        return { kind: 'failed', error: failure(this.description, tx.abortedBy) };
+      }
+      const commit = await client.query(COMMIT);
+      if (commit.command === 'ROLLBACK') {
+        // The server had aborted the transaction without this handle seeing an error (never expected).
+        return { kind: 'failed', error: failure(this.description, new Error('COMMIT was rolled back')) };
+      }
+      this.counters.commits++;
+      return { kind: 'committed', value: value as T };
+    } catch (err) {
+      // BEGIN or COMMIT failed.
+      broken = asError(err);
+      if (isTransientStoreErrorClass(classifyStoreError(err)) || lost !== undefined) {
+        return { kind: 'transient', error: err };
+      }
+      await this.rollback(client).catch(() => undefined);
+      return { kind: 'failed', error: failure(this.description, err) };
+    } finally {
+      client.off('error', onError);
+      client.release(broken ?? (lost !== undefined ? asError(lost) : undefined));
+    }
+  }
+
+  private async rollback(client: PostgresPoolClient): Promise<void> {
+    await client.query(ROLLBACK);
+  }
+}
+
+// Parameterless: sent with the simple query protocol, one round trip each.
+const BEGIN_WRITE = { text: 'BEGIN ISOLATION LEVEL READ COMMITTED' };
+const BEGIN_READ = { text: 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY' };
+const COMMIT = { text: 'COMMIT' };
+const ROLLBACK = { text: 'ROLLBACK' };
+
+type Attempt<T> =
+  | { readonly kind: 'committed'; readonly value: T }
+  | { readonly kind: 'transient'; readonly error: unknown }
+  | { readonly kind: 'failed'; readonly error: unknown };
+
+/** Jittered exponential backoff: 5 ms doubling to 500 ms, each delay drawn from [half, full]. */
+function backoffMs(attempt: number): number {
+  const ceiling = Math.min(500, 5 * 2 ** Math.min(attempt, 10));
+  return ceiling / 2 + Math.random() * (ceiling / 2);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function closedError(where: string): StoreError {
+  return new StoreError('STORE_CLOSED', `${where} is closed; open a new Store to keep using it`);
+}
+
+function unavailable(where: string, err: unknown): StoreError {
+  return new StoreError(
+    'STORE_UNAVAILABLE',
+    `cannot connect to ${where}: ${messageOf(err)}; check that PostgreSQL is running and reachable, and the ` +
+      'user, database and credentials of the connection string',
+    { cause: err },
+  );
+}
+
+function failure(where: string, err: unknown): StoreError {
+  if (err instanceof StoreError) return err;
+  return new StoreError('STORE_FAILURE', `${where}: ${messageOf(err)} (${errorCode(err) ?? 'no code'})`, {
+    cause: err,
+  });
+}
+
+function retriesExhausted(where: string, budgetMs: number, cls: StoreErrorClass, cause: unknown): StoreError {
+  const why =
+    cls === 'connectionLost'
+      ? 'kept losing its connection (is PostgreSQL restarting or unreachable?)'
+      : cls === 'busy'
+        ? 'kept finding the server busy'
+        : `kept failing with ${cls === 'deadlock' ? 'deadlocks' : 'serialization failures'} (heavy contention on the same rows)`;
+  return new StoreError(
+    'STORE_UNAVAILABLE',
+    `a transaction on ${where} ${why} for ${budgetMs} ms: ${messageOf(cause)}. It was not committed; retry it later.`,
+    { cause },
+  );
+}

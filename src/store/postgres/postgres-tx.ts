@@ -1,0 +1,541 @@
+import { StoreError } from '../../common/errors.js';
+import type { HistoryEvent, NewEvent } from '../../common/events.js';
+import { classifyStoreError, errorCode, isTransientStoreErrorClass } from '../errors.js';
+import type {
+  ActivityPatch,
+  ActivityRecord,
+  BufferedEvent,
+  QueryRecord,
+  RequestRecord,
+  RunPatch,
+  RunRecord,
+  StoreTx,
+  TimerRecord,
+} from '../store.js';
+import {
+  ACTIVITY_COLUMNS,
+  type ActivityRow,
+  type BufferRow,
+  type Columns,
+  type EventRow,
+  encodeAll,
+  type PostgresStatements,
+  QUERY_COLUMNS,
+  type QueryRow,
+  quoteIdent,
+  type RequestRow,
+  RUN_COLUMNS,
+  type RunRow,
+  rowToActivity,
+  rowToBuffered,
+  rowToQuery,
+  rowToRequest,
+  rowToRun,
+  rowToTimer,
+  type SqlValue,
+  type Statement,
+  type TimerRow,
+} from './postgres-rows.js';
+
+/** What a `pg` query resolves to, as far as the adapter reads it. */
+export interface PgResult {
+  readonly rows: unknown[];
+  readonly rowCount: number | null;
+  readonly command?: string;
+}
+
+/** The part of a `pg` client the transaction handle uses: named (prepared) parameterised queries. */
+export interface PgQueryable {
+  query(config: {
+    readonly name?: string;
+    readonly text: string;
+    readonly values?: readonly unknown[];
+  }): Promise<PgResult>;
+}
+
+const RUN_IDENTITY = ['runId', 'namespace', 'workflowId', 'startTime'];
+const ACTIVITY_IDENTITY = ['runId', 'namespace', 'workflowId', 'scheduledEventId', 'activityId'];
+const QUERY_PATCHABLE = new Set(['phase', 'leaseExpiresAt', 'result', 'failure']);
+/** Distinct patch shapes prepared by name; beyond this they run unnamed (the runtime uses a few dozen). */
+const PATCH_CACHE_LIMIT = 512;
+const SAVEPOINT = 'lh_savepoint';
+
+/**
+ * The `UPDATE ... SET <fields> WHERE <key>` statements of one store, by table and field set, named on
+ * first use so every connection prepares each shape once.
+ */
+export class PatchStatements {
+  private readonly cache = new Map<string, Statement>();
+  constructor(private readonly schema: string) {}
+
+  get(table: string, columns: readonly string[], where: WhereBuilder): Statement {
+    const signature = `${table}:${columns.join(',')}`;
+    let stmt = this.cache.get(signature);
+    if (!stmt) {
+      const sets = columns.map((c, i) => `${c} = $${i + 1}`).join(', ');
+      const n = columns.length;
+      const text = `UPDATE ${quoteIdent(this.schema)}.${table} SET ${sets} WHERE ${where(n)}`;
+      if (this.cache.size >= PATCH_CACHE_LIMIT) return { name: '', text };
+      stmt = { name: `lh_patch_${this.cache.size + 1}`, text };
+      this.cache.set(signature, stmt);
+    }
+    return stmt;
+  }
+}
+
+/** Builds the `WHERE` clause of a patch statement, given how many `SET` parameters come first. */
+type WhereBuilder = (n: number) => string;
+
+/** `WHERE` clauses of the patch statements, given how many `SET` parameters come first. */
+function where(key: readonly string[]): (n: number) => string {
+  return (n) => key.map((c, i) => `${c} = $${n + i + 1}`).join(' AND ');
+}
+const RUN_KEY = where(['run_id']);
+const ACTIVITY_KEY = where(['run_id', 'scheduled_event_id']);
+const QUERY_KEY = where(['id']);
+
+/**
+ * The transaction handle given to callbacks: one pooled connection inside `BEGIN ... COMMIT` (a `read`
+ * handle: a read-only REPEATABLE READ snapshot). Each method is one round trip on the normal path.
+ *
+ * Errors: driver errors become StoreErrors. Duplicates are detected without raising a database error
+ * (`ON CONFLICT DO NOTHING` plus a row count), so a caught DUPLICATE_KEY, DUPLICATE_OPEN_RUN,
+ * EVENT_CONFLICT or EVENT_GAP leaves the transaction usable and writes nothing; the one statement that can
+ * still hit a unique index (`updateRun` to status 'running') runs inside a savepoint. A transient fault
+ * (deadlock, serialization failure, lost connection) is remembered so the store re-runs the whole
+ * transaction even if the callback catches it; any other database error aborts the transaction on the
+ * server and is remembered too, so the store never reports a commit for it. A handle cannot be used after
+ * its callback settled (TX_ENDED). Patch fields whose value is `undefined` are left unchanged.
+ */
+export class PostgresTx implements StoreTx {
+  /** The first transient driver error seen; the store re-runs the transaction when set. */
+  transientFault: unknown;
+  /** The first other driver error outside a savepoint: the server aborted the transaction. */
+  abortedBy: unknown;
+  private ended = false;
+
+  constructor(
+    private readonly db: PgQueryable,
+    private readonly st: PostgresStatements,
+    private readonly patches: PatchStatements,
+    private readonly writable: boolean,
+    private readonly where: string,
+    private readonly schema: string,
+  ) {}
+
+  end(): void {
+    this.ended = true;
+  }
+
+  async getRun(runId: string): Promise<RunRecord | undefined> {
+    const row = await this.one<RunRow>(this.locking(this.st.getRun, this.st.getRunForUpdate), [runId]);
+    return row && rowToRun(row);
+  }
+
+  async findRun(namespace: string, workflowId: string, runId?: string): Promise<RunRecord | undefined> {
+    const row =
+      runId === undefined
+        ? await this.one<RunRow>(this.locking(this.st.findLatestRun, this.st.findLatestRunForUpdate), [
+            namespace,
+            workflowId,
+          ])
+        : await this.one<RunRow>(this.locking(this.st.findRunById, this.st.findRunByIdForUpdate), [
+            namespace,
+            workflowId,
+            runId,
+          ]);
+    return row && rowToRun(row);
+  }
+
+  async findOpenRun(namespace: string, workflowId: string): Promise<RunRecord | undefined> {
+    const stmt = this.locking(this.st.findOpenRun, this.st.findOpenRunForUpdate);
+    const row = await this.one<RunRow>(stmt, [namespace, workflowId]);
+    return row && rowToRun(row);
+  }
+
+  async readEvents(runId: string, fromEventId = 1, limit?: number): Promise<HistoryEvent[]> {
+    if (limit !== undefined && limit <= 0) return [];
+    const from = Math.max(1, Math.floor(fromEventId));
+    const rows = await this.all<EventRow>(this.st.readEvents, [runId, from, limit ?? null]);
+    return rows.map(
+      (r) =>
+        ({
+          eventId: r.event_id,
+          type: r.type,
+          time: r.time,
+          attributes: JSON.parse(r.attributes),
+        }) as HistoryEvent,
+    );
+  }
+
+  async listBuffered(runId: string): Promise<BufferedEvent[]> {
+    return (await this.all<BufferRow>(this.st.listBuffered, [runId])).map(rowToBuffered);
+  }
+
+  async getActivity(runId: string, scheduledEventId: number): Promise<ActivityRecord | undefined> {
+    const stmt = this.locking(this.st.getActivity, this.st.getActivityForUpdate);
+    const row = await this.one<ActivityRow>(stmt, [runId, scheduledEventId]);
+    return row && rowToActivity(row);
+  }
+
+  async listActivities(runId: string): Promise<ActivityRecord[]> {
+    return (await this.all<ActivityRow>(this.st.listActivities, [runId])).map(rowToActivity);
+  }
+
+  async listTimers(runId: string): Promise<TimerRecord[]> {
+    return (await this.all<TimerRow>(this.st.listTimers, [runId])).map(rowToTimer);
+  }
+
+  /**
+   * Inside `transaction`, first takes a transaction-level advisory lock on the request id (schema,
+   * namespace, id): the runtime reads a request id, and records it only if it was absent, and a row lock
+   * cannot guard a row that does not exist yet. Two concurrent calls with one request id thus run one
+   * after the other, and the second sees the first's record (READ COMMITTED: the read starts after the
+   * lock is granted).
+   */
+  async getRequest(namespace: string, requestId: string): Promise<RequestRecord | undefined> {
+    if (this.writable) {
+      await this.exec(this.st.lockRequestKey, [JSON.stringify([this.schema, namespace, requestId])]);
+    }
+    const row = await this.one<RequestRow>(this.st.getRequest, [namespace, requestId]);
+    return row && rowToRequest(row);
+  }
+
+  async getQuery(id: string): Promise<QueryRecord | undefined> {
+    const row = await this.one<QueryRow>(this.locking(this.st.getQuery, this.st.getQueryForUpdate), [id]);
+    return row && rowToQuery(row);
+  }
+
+  async nextWakeTime(): Promise<number | null> {
+    return (await this.one<{ t: number | null }>(this.st.nextWakeTime, []))?.t ?? null;
+  }
+
+  async nextSweepTime(): Promise<number | null> {
+    return (await this.one<{ t: number | null }>(this.st.nextSweepTime, []))?.t ?? null;
+  }
+
+  async insertRun(run: RunRecord): Promise<void> {
+    this.checkWritable();
+    const result = await this.exec(this.st.insertRun, encodeAll(RUN_COLUMNS, run));
+    if (result.rowCount === 1) return;
+    // Nothing inserted: the run id exists, or (the partial unique index) its workflow id has a running run.
+    if ((await this.exec(this.st.runExists, [run.runId])).rows.length > 0) {
+      throw new StoreError('DUPLICATE_KEY', `run ${run.runId} already exists`);
+    }
+    throw duplicateOpenRun(
+      `workflow '${run.workflowId}' in namespace '${run.namespace}' already has a running run`,
+    );
+  }
+
+  async updateRun(runId: string, patch: RunPatch): Promise<void> {
+    const missing = () => notFound('RUN_NOT_FOUND', `run ${runId}`);
+    await this.patch('runs', RUN_COLUMNS, RUN_IDENTITY, RUN_KEY, [runId], patch, this.st.runExists, missing, {
+      // Only a change to 'running' can hit `runs_one_open`; a savepoint keeps the transaction usable.
+      savepoint: patch.status === 'running',
+      constraint: () =>
+        duplicateOpenRun(`run ${runId} cannot become running: its workflow id has a running run`),
+    });
+  }
+
+  async appendEvents(runId: string, firstEventId: number, events: readonly NewEvent[]): Promise<void> {
+    this.checkWritable();
+    const conflict = () =>
+      new StoreError(
+        'EVENT_CONFLICT',
+        `run ${runId} already has event ${firstEventId}: another writer appended first; reload the run and retry`,
+      );
+    const gap = (last: number) =>
+      new StoreError(
+        'EVENT_GAP',
+        `run ${runId} ends at event ${last}; appending at ${firstEventId} would leave a gap in its history`,
+      );
+    if (!Number.isSafeInteger(firstEventId) || firstEventId < 1) throw gap(Number.NaN);
+    if (events.length === 0) return;
+    const result = await this.exec(this.st.appendEvents, [
+      runId,
+      firstEventId,
+      events.map((e) => e.type),
+      events.map((e) => e.time),
+      events.map((e) => JSON.stringify(e.attributes)),
+    ]);
+    const row = result.rows[0] as { last_event_id: number; inserted_ids: readonly (number | string)[] };
+    const inserted = row.inserted_ids.map(Number);
+    if (inserted.length === events.length) return;
+    if (inserted.length > 0) {
+      // A concurrent writer committed some of these ids while this statement ran: undo this batch's own
+      // rows (invisible to everyone else until commit), so a failed append writes nothing.
+      await this.exec(this.st.deleteEvents, [runId, inserted]);
+      throw conflict();
+    }
+    if (firstEventId > row.last_event_id + 1) throw gap(row.last_event_id);
+    throw conflict();
+  }
+
+  async addBuffered(runId: string, event: NewEvent): Promise<void> {
+    this.checkWritable();
+    await this.exec(this.st.insertBuffered, [
+      runId,
+      event.type,
+      event.time,
+      JSON.stringify(event.attributes),
+    ]);
+  }
+
+  async deleteBuffered(runId: string, uptoSeq: number): Promise<void> {
+    this.checkWritable();
+    await this.exec(this.st.deleteBuffered, [runId, uptoSeq]);
+  }
+
+  async insertActivity(activity: ActivityRecord): Promise<void> {
+    this.checkWritable();
+    const result = await this.exec(this.st.insertActivity, encodeAll(ACTIVITY_COLUMNS, activity));
+    if (result.rowCount !== 1) {
+      throw new StoreError(
+        'DUPLICATE_KEY',
+        `activity ${activity.scheduledEventId} of run ${activity.runId} already exists`,
+      );
+    }
+  }
+
+  async updateActivity(runId: string, scheduledEventId: number, patch: ActivityPatch): Promise<void> {
+    const missing = () => notFound('ACTIVITY_NOT_FOUND', `activity ${scheduledEventId} of run ${runId}`);
+    const key = [runId, scheduledEventId];
+    await this.patch(
+      'activities',
+      ACTIVITY_COLUMNS,
+      ACTIVITY_IDENTITY,
+      ACTIVITY_KEY,
+      key,
+      patch,
+      this.st.activityExists,
+      missing,
+    );
+  }
+
+  async deleteActivity(runId: string, scheduledEventId: number): Promise<void> {
+    this.checkWritable();
+    await this.exec(this.st.deleteActivity, [runId, scheduledEventId]);
+  }
+
+  async insertTimer(t: TimerRecord): Promise<void> {
+    this.checkWritable();
+    const values = [t.runId, t.timerKey, t.namespace, t.kind, t.fireAt, t.startedEventId];
+    if ((await this.exec(this.st.insertTimer, values)).rowCount !== 1) {
+      throw new StoreError('DUPLICATE_KEY', `timer '${t.timerKey}' of run ${t.runId} already exists`);
+    }
+  }
+
+  async deleteTimer(runId: string, timerKey: string): Promise<void> {
+    this.checkWritable();
+    await this.exec(this.st.deleteTimer, [runId, timerKey]);
+  }
+
+  async deleteRunState(runId: string): Promise<void> {
+    this.checkWritable();
+    await this.exec(this.st.deleteRunState, [runId]);
+  }
+
+  async putRequest(r: RequestRecord): Promise<void> {
+    this.checkWritable();
+    await this.exec(this.st.putRequest, [r.namespace, r.requestId, r.kind, r.runId, r.createdAt]);
+  }
+
+  async deleteRequestsBefore(createdBefore: number, limit: number): Promise<number> {
+    this.checkWritable();
+    return (await this.exec(this.st.deleteRequestsBefore, [createdBefore, limit])).rowCount ?? 0;
+  }
+
+  async insertQuery(query: QueryRecord): Promise<void> {
+    this.checkWritable();
+    if ((await this.exec(this.st.insertQuery, encodeAll(QUERY_COLUMNS, query))).rowCount !== 1) {
+      throw new StoreError('DUPLICATE_KEY', `query ${query.id} already exists`);
+    }
+  }
+
+  async updateQuery(
+    id: string,
+    patch: Partial<Pick<QueryRecord, 'phase' | 'leaseExpiresAt' | 'result' | 'failure'>>,
+  ): Promise<void> {
+    const identity = Object.keys(QUERY_COLUMNS).filter((k) => !QUERY_PATCHABLE.has(k));
+    await this.patch('queries', QUERY_COLUMNS, identity, QUERY_KEY, [id], patch, this.st.queryExists, () =>
+      notFound('QUERY_NOT_FOUND', `query ${id}`),
+    );
+  }
+
+  async deleteQuery(id: string): Promise<void> {
+    this.checkWritable();
+    await this.exec(this.st.deleteQuery, [id]);
+  }
+
+  // Claim and sweep queries (only on `transaction` handles: `StoreReader` has none): each locks the rows
+  // it returns and skips rows another transaction holds (`FOR UPDATE SKIP LOCKED`).
+
+  async findClaimableWorkflowTasks(namespace: string, taskQueue: string, now: number, limit: number) {
+    const stmt = this.st.claimableWorkflowTasks;
+    return (await this.all<RunRow>(stmt, [namespace, taskQueue, now, limit])).map(rowToRun);
+  }
+
+  async findClaimableActivities(namespace: string, taskQueue: string, now: number, limit: number) {
+    const stmt = this.st.claimableActivities;
+    return (await this.all<ActivityRow>(stmt, [namespace, taskQueue, now, limit])).map(rowToActivity);
+  }
+
+  async findClaimableQueries(namespace: string, taskQueue: string, now: number, limit: number) {
+    const stmt = this.st.claimableQueries;
+    return (await this.all<QueryRow>(stmt, [namespace, taskQueue, now, limit])).map(rowToQuery);
+  }
+
+  async findDueTimers(now: number, limit: number): Promise<TimerRecord[]> {
+    const stmt = this.st.dueTimers;
+    return (await this.all<TimerRow>(stmt, [now, limit])).map(rowToTimer);
+  }
+
+  async findExpiredWorkflowTasks(now: number, limit: number): Promise<RunRecord[]> {
+    const stmt = this.st.expiredWorkflowTasks;
+    return (await this.all<RunRow>(stmt, [now, limit])).map(rowToRun);
+  }
+
+  async findDueActivities(now: number, limit: number): Promise<ActivityRecord[]> {
+    const stmt = this.st.dueActivities;
+    return (await this.all<ActivityRow>(stmt, [now, limit])).map(rowToActivity);
+  }
+
+  // ---- plumbing ----
+
+  /** The row-locking variant inside `transaction`, the plain one inside `read`. */
+  private locking(plain: Statement, forUpdate: Statement): Statement {
+    return this.writable ? forUpdate : plain;
+  }
+
+  private async one<R>(stmt: Statement, values: readonly unknown[]): Promise<R | undefined> {
+    return (await this.exec(stmt, values)).rows[0] as R | undefined;
+  }
+
+  private async all<R>(stmt: Statement, values: readonly unknown[]): Promise<R[]> {
+    return (await this.exec(stmt, values)).rows as R[];
+  }
+
+  private checkWritable(): void {
+    this.checkOpen();
+    if (!this.writable) {
+      throw new StoreError(
+        'READ_ONLY',
+        'this handle comes from Store.read(); write inside Store.transaction()',
+      );
+    }
+  }
+
+  private checkOpen(): void {
+    if (this.ended) {
+      throw new StoreError(
+        'TX_ENDED',
+        'this transaction already ended; use the handle only inside its callback',
+      );
+    }
+  }
+
+  /**
+   * Runs one statement. Refuses to send anything once the transaction is doomed (a transient fault: it
+   * will be re-run; an abort: the server would refuse anyway). `inSavepoint`: a constraint error is
+   * rolled back to the savepoint by the caller, so it does not abort the transaction.
+   */
+  private async exec(stmt: Statement, values: readonly unknown[], inSavepoint = false): Promise<PgResult> {
+    this.checkOpen();
+    if (this.transientFault !== undefined) throw retryError(this.transientFault);
+    if (this.abortedBy !== undefined) throw this.failure(this.abortedBy);
+    try {
+      return await this.db.query(
+        stmt.name ? { name: stmt.name, text: stmt.text, values } : { text: stmt.text, values },
+      );
+    } catch (err) {
+      const cls = classifyStoreError(err);
+      if (isTransientStoreErrorClass(cls)) {
+        this.transientFault ??= err;
+        throw retryError(err);
+      }
+      if (!(inSavepoint && cls === 'constraint')) this.abortedBy ??= err;
+      if (cls === 'constraint') {
+        throw new StoreError(
+          errorCode(err) === '23505' ? 'DUPLICATE_KEY' : 'CONSTRAINT_VIOLATION',
+          `${this.where}: ${messageOf(err)}`,
+          { cause: err },
+        );
+      }
+      throw this.failure(err);
+    }
+  }
+
+  private failure(err: unknown): StoreError {
+    return new StoreError(
+      'STORE_FAILURE',
+      `${this.where}: ${messageOf(err)} (${errorCode(err) ?? 'no code'})`,
+      {
+        cause: err,
+      },
+    );
+  }
+
+  private async patch(
+    table: string,
+    columns: Columns<never>,
+    identity: readonly string[],
+    key: WhereBuilder,
+    keyValues: readonly SqlValue[],
+    patch: object,
+    exists: Statement,
+    missing: () => StoreError,
+    guard?: { readonly savepoint: boolean; readonly constraint: () => StoreError },
+  ): Promise<void> {
+    this.checkWritable();
+    const names: string[] = [];
+    const values: SqlValue[] = [];
+    const all = columns as Readonly<Record<string, readonly [string, (v: unknown) => SqlValue]>>;
+    for (const [field, value] of Object.entries(patch)) {
+      if (value === undefined) continue;
+      const column = all[field];
+      if (!column || identity.includes(field)) {
+        throw new StoreError('INVALID_PATCH', `${table}: field '${field}' cannot be changed by a patch`);
+      }
+      names.push(column[0]);
+      values.push(column[1](value));
+    }
+    if (names.length === 0) {
+      if ((await this.exec(exists, keyValues)).rows.length === 0) throw missing();
+      return;
+    }
+    const stmt = this.patches.get(table, names, key);
+    const params = [...values, ...keyValues];
+    let result: PgResult;
+    if (guard?.savepoint) {
+      await this.exec({ name: '', text: `SAVEPOINT ${SAVEPOINT}` }, []);
+      try {
+        result = await this.exec(stmt, params, true);
+      } catch (err) {
+        if (!(err instanceof StoreError) || err.code !== 'DUPLICATE_KEY') throw err;
+        await this.exec({ name: '', text: `ROLLBACK TO SAVEPOINT ${SAVEPOINT}` }, []);
+        await this.exec({ name: '', text: `RELEASE SAVEPOINT ${SAVEPOINT}` }, []);
+        throw guard.constraint();
+      }
+      await this.exec({ name: '', text: `RELEASE SAVEPOINT ${SAVEPOINT}` }, []);
+    } else {
+      result = await this.exec(stmt, params);
+    }
+    if (result.rowCount === 0) throw missing();
+  }
+}
+
+function duplicateOpenRun(message: string): StoreError {
+  return new StoreError('DUPLICATE_OPEN_RUN', message);
+}
+
+function retryError(cause: unknown): StoreError {
+  return new StoreError('STORE_RETRY', 'transient database fault; the transaction will be re-run', { cause });
+}
+
+function notFound(code: string, what: string): StoreError {
+  return new StoreError(code, `${what} does not exist (it may have been deleted when its run closed)`);
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
