@@ -62,8 +62,22 @@ export class Notifier {
     };
   }
 
-  /** Wakes listeners; call only after the transaction that produced the work committed. */
+  /** Where wake-ups also go to reach other processes (the store's notifications), if anywhere. */
+  #remote: ((channel: WakeChannel) => void) | null = null;
+
+  /** Sends every local wake-up to other processes too, via `publish`. */
+  connectRemote(publish: (channel: WakeChannel) => void): void {
+    this.#remote = publish;
+  }
+
+  /** Wakes listeners here and in other processes; call only after the work's transaction committed. */
   notify(channel: WakeChannel): void {
+    this.#remote?.(channel);
+    this.notifyLocal(channel);
+  }
+
+  /** Wakes listeners in this process only (a wake-up that came from another process). */
+  notifyLocal(channel: WakeChannel): void {
     const kindSet = this.#kindListeners.get(channel.kind);
     if (kindSet) for (const l of [...kindSet]) l(channel);
     const set = this.#listeners.get(keyOf(channel));

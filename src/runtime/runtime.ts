@@ -3,10 +3,10 @@ import type { Logger } from '../common/logger.js';
 import { silentLogger } from '../common/logger.js';
 import { DEFAULT_WORKFLOW_TASK_RETRY } from '../engine/retry-policy.js';
 import { openStore } from '../store/open-store.js';
-import type { Store } from '../store/store.js';
+import type { Store, StoreNotifications } from '../store/store.js';
 import { defaultNewId, type RuntimeContext } from './context.js';
 import { LocalWorkers } from './local-workers.js';
-import { Notifier } from './notifier.js';
+import { Notifier, type WakeChannel } from './notifier.js';
 
 /**
  * One runtime per store per process: clients and workers in the same process that connect to the same
@@ -40,11 +40,16 @@ export class Runtime {
     const logger = options.logger ?? silentLogger;
     const opening = (async () => {
       const store: Store = await openStore(url, { mode: options.mode, logger });
+      const notifier = new Notifier();
+      if (store.notifications) connectNotifications(notifier, store.notifications);
+      // Without an injected clock, a store with a shared clock (PostgreSQL) is the judge of time.
+      const sharedClock =
+        !options.clock && store.currentTime ? await StoreClock.start(store, logger) : undefined;
       return new Runtime(
         {
           store,
-          clock,
-          notifier: new Notifier(),
+          clock: sharedClock ?? clock,
+          notifier,
           logger,
           workflowTaskRetry: DEFAULT_WORKFLOW_TASK_RETRY,
           newId: defaultNewId,
@@ -72,6 +77,7 @@ export class Runtime {
     entry.refs--;
     if (entry.refs > 0) return;
     Runtime.#shared.delete(this.key);
+    if (this.ctx.clock instanceof StoreClock) this.ctx.clock.stop();
     await this.ctx.store.close();
   }
 }
@@ -100,4 +106,61 @@ function normaliseUrl(url: string): string {
 
 function resolvePath(p: string): string {
   return p.startsWith('/') ? p : `${process.cwd()}/${p}`;
+}
+
+/** Wake-ups to and from other processes through the store: a topic is the JSON of a wake channel. */
+function connectNotifications(notifier: Notifier, notifications: StoreNotifications): void {
+  notifier.connectRemote((channel) => {
+    const topic = JSON.stringify(channel);
+    // Oversized topics (very long ids) are not sent: other processes find that work by polling.
+    if (topic.length <= MAX_TOPIC_LENGTH) notifications.publish([topic]);
+  });
+  notifications.subscribe((topic) => {
+    try {
+      notifier.notifyLocal(JSON.parse(topic) as WakeChannel);
+    } catch {
+      // Not a topic of ours: ignore.
+    }
+  });
+}
+
+/** Longest wake-up topic sent across processes (characters). */
+const MAX_TOPIC_LENGTH = 2000;
+
+/**
+ * The store's clock as seen from this node: the node's clock plus the offset to the database clock,
+ * measured at start and every 30 s (half the round trip is the measurement's error bound). Due times
+ * and leases are then judged alike on every node, whatever their own clocks say.
+ */
+export class StoreClock implements Clock {
+  #offsetMs = 0;
+  #timer: NodeJS.Timeout | null = null;
+
+  private constructor(private readonly store: Store) {}
+
+  static async start(store: Store, logger: Logger): Promise<StoreClock> {
+    const clock = new StoreClock(store);
+    await clock.sync();
+    clock.#timer = setInterval(() => {
+      clock.sync().catch((err) => logger.warn('could not read the store clock', { error: String(err) }));
+    }, 30_000);
+    clock.#timer.unref();
+    return clock;
+  }
+
+  now(): number {
+    return Date.now() + this.#offsetMs;
+  }
+
+  async sync(): Promise<void> {
+    const before = Date.now();
+    const storeTime = await this.store.currentTime!();
+    const after = Date.now();
+    this.#offsetMs = Math.round(storeTime - (before + after) / 2);
+  }
+
+  stop(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+  }
 }

@@ -22,6 +22,27 @@ export interface Store {
   /** Read-only access; may see a snapshot that excludes transactions committing concurrently. */
   read<T>(fn: (tx: StoreReader) => Promise<T>): Promise<T>;
   close(): Promise<void>;
+  /**
+   * Wake-ups between processes, where the store has them (PostgreSQL: LISTEN/NOTIFY). Without them,
+   * other processes find work by polling. Never needed for correctness, only for latency.
+   */
+  readonly notifications?: StoreNotifications;
+  /**
+   * The store's own clock (ms since the epoch), where it has one that all nodes share (PostgreSQL's
+   * `clock_timestamp()`): the runtime judges due times and leases by it instead of the node's clock.
+   */
+  currentTime?(): Promise<number>;
+}
+
+/**
+ * Best-effort wake-ups across processes. `publish` is called after the transactions that produced the
+ * work committed; implementations coalesce and send them off the committing transaction's path. A topic
+ * is an opaque string of at most 200 characters.
+ */
+export interface StoreNotifications {
+  publish(topics: readonly string[]): void;
+  /** Calls `listener` with every topic published by other processes (and possibly this one). */
+  subscribe(listener: (topic: string) => void): () => void;
 }
 
 export interface StoreCapabilities {
