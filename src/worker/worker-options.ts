@@ -1,5 +1,4 @@
 import type { Clock } from '../common/clock.js';
-import { systemClock } from '../common/clock.js';
 import { type Duration, parseDuration } from '../common/duration.js';
 import { ValidationError } from '../common/errors.js';
 import { validateId } from '../common/ids.js';
@@ -55,7 +54,8 @@ export interface CompiledWorkerOptions {
   readonly deadlockTimeoutMs: number;
   readonly workflowTaskRetry: WorkflowTaskRetry;
   readonly logger: Logger;
-  readonly clock: Clock;
+  /** The injected clock; undefined means the store's (the database clock on PostgreSQL, else the system's). */
+  readonly clock: Clock | undefined;
 }
 
 function positiveInt(value: unknown, field: string, fallback: number): number {
@@ -119,6 +119,6 @@ export function compileWorkerOptions(o: WorkerOptions, defaultIdentity: string):
     deadlockTimeoutMs: Math.max(1, parseDuration(o.deadlockTimeout ?? 5000, 'deadlockTimeout')),
     workflowTaskRetry: { initialMs, maxMs },
     logger: o.logger ?? silentLogger,
-    clock: o.clock ?? systemClock,
+    clock: o.clock,
   };
 }

@@ -54,7 +54,7 @@ export class Worker {
     readonly bundle: WorkflowBundle | null,
     private readonly sandbox: WorkflowSandbox | null,
   ) {
-    this.#ctx = { ...runtime.ctx, clock: options.clock, workflowTaskRetry: options.workflowTaskRetry };
+    this.#ctx = { ...runtime.ctx, workflowTaskRetry: options.workflowTaskRetry };
     this.#log = childLogger(options.logger, { workerId: options.identity, taskQueue: options.taskQueue });
     const ctx = this.#ctx;
     this.#executor = new ActivityExecutor(
@@ -65,7 +65,7 @@ export class Worker {
         canceled: (ref, details) => reportActivityCanceled(ctx, ref, details),
         heartbeat: (ref, details) => heartbeatActivity(ctx, ref, details),
       },
-      options.clock,
+      ctx.clock,
       this.#log,
       options.maxConcurrentActivityTaskExecutions,
     );
