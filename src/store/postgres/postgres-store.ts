@@ -14,11 +14,18 @@ import {
   type MigrationClient,
   migratePostgresSchema,
 } from './postgres-migrations.js';
+import {
+  type PostgresListenClient,
+  type PostgresNotificationStats,
+  PostgresNotifications,
+} from './postgres-notifications.js';
 import { buildStatements, type PostgresStatements } from './postgres-rows.js';
 import { PatchStatements, type PgQueryable, type PgResult, PostgresTx } from './postgres-tx.js';
 
 /** The part of a `pg` pool client the store uses. */
 export interface PostgresPoolClient extends PgQueryable, MigrationClient {
+  /** The backend's process id (`pg` sets it once connected; absent from its type declarations). */
+  readonly processID?: number | null;
   query(config: {
     readonly name?: string;
     readonly text: string;
@@ -36,6 +43,8 @@ export interface PostgresPool {
   connect(): Promise<PostgresPoolClient>;
   end(): Promise<void>;
   on(event: 'error', listener: (err: Error) => void): unknown;
+  /** A connection left the pool (closed, broken, idle too long). */
+  on(event: 'remove', listener: (client: PostgresPoolClient) => void): unknown;
 }
 
 /** Options of one PostgreSQL store, as compiled from a connection string by `openStore`. */
@@ -82,9 +91,11 @@ const TYPES = {
 /** Counters of one store, for diagnostics and tests (`PostgresStore.stats`). */
 export interface PostgresStoreStats {
   /** Transactions and reads that committed. */
-  commits: number;
+  readonly commits: number;
   /** Attempts re-run after a transient fault (deadlock, serialization failure, lost connection, ...). */
-  retries: number;
+  readonly retries: number;
+  /** Wake-ups sent and received over LISTEN/NOTIFY. */
+  readonly notifications: PostgresNotificationStats;
 }
 
 /**
@@ -126,7 +137,9 @@ export class PostgresStore implements Store {
   private readonly logger: Logger;
   private readonly retryBudgetMs: number;
   private readonly inFlight = new Set<Promise<unknown>>();
-  private readonly counters: PostgresStoreStats = { commits: 0, retries: 0 };
+  private readonly counters = { commits: 0, retries: 0 };
+  /** Wake-ups between processes: NOTIFY after commit (coalesced), one LISTEN connection per store. */
+  readonly notifications: PostgresNotifications;
   private closed = false;
   private closing: Promise<void> | undefined;
 
@@ -139,6 +152,20 @@ export class PostgresStore implements Store {
     this.patches = new PatchStatements(options.schema);
     this.logger = options.logger ?? silentLogger;
     this.retryBudgetMs = options.retryBudgetMs ?? DEFAULT_RETRY_BUDGET_MS;
+    this.notifications = new PostgresNotifications({
+      pool,
+      newListenClient: (): PostgresListenClient =>
+        new pg.Client({
+          connectionString: options.connectionString,
+          connectionTimeoutMillis: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+          // A dead peer is noticed by the health check too; keepalive also covers idle NAT timeouts.
+          keepAlive: true,
+          keepAliveInitialDelayMillis: 10_000,
+        }),
+      schema: options.schema,
+      description: options.description,
+      logger: this.logger,
+    });
   }
 
   /**
@@ -211,15 +238,50 @@ export class PostgresStore implements Store {
       this.closed = true;
       this.closing = (async () => {
         while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+        // Sends the wake-ups of the last commits, and ends the listening connection.
+        await this.notifications.close();
         await this.pool.end();
       })();
     }
     return this.closing;
   }
 
-  /** Commit and retry counters, for diagnostics and tests. */
+  /** Commit, retry and notification counters, for diagnostics and tests. */
   stats(): PostgresStoreStats {
-    return { ...this.counters };
+    return { ...this.counters, notifications: this.notifications.stats() };
+  }
+
+  /**
+   * The database clock, `clock_timestamp()`, in ms since the epoch (fractional): the one clock every
+   * node shares, by which the runtime judges due times and leases. Not retried: a failure rejects with
+   * StoreError STORE_UNAVAILABLE (connection lost, server unreachable) or STORE_FAILURE.
+   */
+  currentTime(): Promise<number> {
+    return this.track(async () => {
+      let client: PostgresPoolClient;
+      try {
+        client = await this.pool.connect();
+      } catch (err) {
+        throw unavailable(this.description, err);
+      }
+      let lost: Error | undefined;
+      const onError = (err: Error) => {
+        lost ??= err;
+      };
+      client.on('error', onError);
+      try {
+        const { rows } = await client.query<{ now: number }>(CURRENT_TIME);
+        return rows[0]!.now;
+      } catch (err) {
+        lost ??= asError(err);
+        throw isTransientStoreErrorClass(classifyStoreError(err))
+          ? unavailable(this.description, err)
+          : failure(this.description, err);
+      } finally {
+        client.off('error', onError);
+        client.release(lost);
+      }
+    });
   }
 
   private track<T>(op: () => Promise<T>): Promise<T> {
@@ -338,6 +400,7 @@ const BEGIN_WRITE = { text: 'BEGIN ISOLATION LEVEL READ COMMITTED' };
 const BEGIN_READ = { text: 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY' };
 const COMMIT = { text: 'COMMIT' };
 const ROLLBACK = { text: 'ROLLBACK' };
+const CURRENT_TIME = 'SELECT (extract(epoch from clock_timestamp()) * 1000)::float8 AS now';
 
 type Attempt<T> =
   | { readonly kind: 'committed'; readonly value: T }
