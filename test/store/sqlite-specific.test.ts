@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { StoreError, ValidationError } from '../../src/common/errors.js';
+import type { HistoryEvent, NewEvent } from '../../src/common/events.js';
 import type { Logger } from '../../src/common/logger.js';
 import { run } from '../../src/store/conformance/records.js';
 import { classifyStoreError, isTransientStoreErrorClass } from '../../src/store/errors.js';
@@ -563,66 +564,317 @@ describe('group commit', () => {
   });
 });
 
+function marker(n: number, time = 1_700_000_000_000 + n): NewEvent {
+  return {
+    type: 'MarkerRecorded',
+    time,
+    attributes: { markerName: 'm', details: { n, text: 'x'.repeat(20) } },
+  };
+}
+
+async function append(
+  store: Store,
+  runId: string,
+  first: number,
+  events: readonly NewEvent[],
+): Promise<void> {
+  await store.transaction((tx) => tx.appendEvents(runId, first, events));
+}
+
+/** Rows of the history tables, straight from the file. */
+function historyRows(path = file): { chunks: { format: number }[]; tails: number } {
+  const db = raw(path);
+  try {
+    return {
+      chunks: db.prepare('SELECT unicode(chunk) AS format FROM history ORDER BY chunk_key').all() as {
+        format: number;
+      }[],
+      tails: (db.prepare('SELECT count(*) AS n FROM history_tail').get() as { n: number }).n,
+    };
+  } finally {
+    db.close();
+  }
+}
+
+/** A store whose compactor only runs when the test asks (`compactHistory`) or at close. */
+function manualCompaction(idleMs = 0): Partial<SqliteStoreOptions> {
+  return { historyCompaction: { idleMs, intervalMs: 0 } };
+}
+
 describe('storage layout', () => {
   it('keeps a short history in one compressed chunk row and reads any slice of it', async () => {
-    const store = await openSqlite({});
+    const store = await openSqlite(manualCompaction());
     const runId = '0b7e6a52-6f1c-4a4e-9d7e-0c2f5f9f6a11';
-    const attrs = (n: number) => ({ markerName: 'm', details: { n, text: 'x'.repeat(20) } });
     let next = 1;
     for (const size of [2, 1, 3, 5]) {
-      await store.transaction((tx) =>
-        tx.appendEvents(
-          runId,
-          next,
-          Array.from({ length: size }, (_, k) => ({
-            type: 'MarkerRecorded' as const,
-            time: 1_700_000_000_000 + next + k,
-            attributes: attrs(next + k),
-          })),
-        ),
+      await append(
+        store,
+        runId,
+        next,
+        Array.from({ length: size }, (_, k) => marker(next + k)),
       );
       next += size;
+      await store.compactHistory();
     }
     const db = raw();
-    const rows = db.prepare('SELECT count(*) AS n FROM history').get() as { n: number };
     const key = db.prepare('SELECT typeof(run_id) AS t, length(run_id) AS l FROM run_keys').get();
     db.close();
-    expect(rows.n).toBe(1);
+    expect(historyRows()).toEqual({ chunks: [{ format: 1 }], tails: 0 });
     expect(key).toEqual({ t: 'blob', l: 16 });
     const events = await store.read((tx) => tx.readEvents(runId));
     expect(events.map((e) => e.eventId)).toEqual(Array.from({ length: 11 }, (_, i) => i + 1));
-    expect(events[6]).toEqual({
-      eventId: 7,
-      type: 'MarkerRecorded',
-      time: 1_700_000_000_007,
-      attributes: attrs(7),
-    });
+    expect(events[6]).toEqual({ eventId: 7, ...marker(7) });
     expect((await store.read((tx) => tx.readEvents(runId, 4, 3))).map((e) => e.eventId)).toEqual([4, 5, 6]);
     expect((await store.read((tx) => tx.readEvents(runId, 11, 3))).map((e) => e.eventId)).toEqual([11]);
   });
 
   it('starts a new chunk once the last one is large, and reads across chunks', async () => {
-    const store = await openSqlite({});
+    const store = await openSqlite(manualCompaction());
     const runId = 'text-id';
     for (let i = 1; i <= 60; i++) {
-      await store.transaction((tx) =>
-        tx.appendEvents(runId, i, [
-          {
-            type: 'SignalReceived',
-            time: 1_700_000_000_000 + i * 1000.5,
-            attributes: { signalName: `s${i}`, input: [Math.random().toString(36).repeat(4)] },
-          },
-        ]),
-      );
+      await append(store, runId, i, [
+        {
+          type: 'SignalReceived',
+          time: 1_700_000_000_000 + i * 1000.5,
+          attributes: { signalName: `s${i}`, input: [Math.random().toString(36).repeat(4)] },
+        },
+      ]);
+      await store.compactHistory();
     }
-    const db = raw();
-    const rows = (db.prepare('SELECT count(*) AS n FROM history').get() as { n: number }).n;
-    db.close();
-    expect(rows).toBeGreaterThan(1);
+    const rows = historyRows();
+    expect(rows.chunks.length).toBeGreaterThan(1);
+    expect(rows.tails).toBe(0);
     const events = await store.read((tx) => tx.readEvents(runId, 5, 50));
     expect(events.map((e) => e.eventId)).toEqual(Array.from({ length: 50 }, (_, i) => i + 5));
     expect(events[0]!.time).toBe(1_700_000_000_000 + 5 * 1000.5);
     expect((events[0]!.attributes as { signalName: string }).signalName).toBe('s5');
+  });
+});
+
+describe('history compaction', () => {
+  /** `length` characters that deflate cannot shrink much, the same for the same length. */
+  const noise = (length: number): string => {
+    let x = length;
+    let out = '';
+    while (out.length < length) {
+      x = (x * 1_103_515_245 + 12_345) % 2_147_483_648;
+      out += x.toString(36);
+    }
+    return out.slice(0, length);
+  };
+
+  it('appends never compress or decompress: events go to a raw tail', async () => {
+    const store = await openSqlite(manualCompaction());
+    for (let i = 1; i <= 30; i++) await append(store, 'r1', i, [marker(i)]);
+    await store.compactHistory({ all: true });
+    const compacted = store.stats();
+    expect(compacted.deflates).toBe(1);
+    // Appending after a compaction still touches no compressed chunk.
+    for (let i = 31; i <= 60; i++) await append(store, 'r1', i, [marker(i)]);
+    for (let i = 1; i <= 20; i++) await append(store, `other-${i}`, 1, [marker(1), marker(2)]);
+    const after = store.stats();
+    expect(after.deflates).toBe(compacted.deflates);
+    expect(after.inflates).toBe(compacted.inflates);
+    expect(historyRows()).toEqual({ chunks: [{ format: 1 }], tails: 21 });
+    const events = await store.read((tx) => tx.readEvents('r1'));
+    expect(events).toEqual(Array.from({ length: 60 }, (_, i) => ({ eventId: i + 1, ...marker(i + 1) })));
+  });
+
+  it('compresses tails idle for idleMs and leaves recently appended ones alone', async () => {
+    const idleMs = 500;
+    const store = await openSqlite(manualCompaction(idleMs));
+    await append(store, 'idle', 1, [marker(1), marker(2)]);
+    await new Promise((r) => setTimeout(r, idleMs + 150));
+    await append(store, 'busy', 1, [marker(1), marker(2)]);
+    await store.compactHistory();
+    expect(store.stats().tailsCompacted).toBe(1);
+    const db = raw();
+    const tails = db.prepare('SELECT k.run_id FROM history_tail t JOIN run_keys k ON k.rk = t.rk').all();
+    db.close();
+    expect(tails).toEqual([{ run_id: 'busy' }]);
+    expect(historyRows().chunks).toHaveLength(1);
+  });
+
+  it('the compactor timer compresses idle tails on its own', async () => {
+    const store = await openSqlite({ historyCompaction: { idleMs: 20, intervalMs: 10 } });
+    for (let i = 1; i <= 5; i++) await append(store, `r${i}`, 1, [marker(1), marker(2), marker(3)]);
+    const started = performance.now();
+    while (historyRows().tails > 0) {
+      if (performance.now() - started > 10_000) throw new Error('the compactor did not run within 10 s');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(store.stats().tailsCompacted).toBe(5);
+    expect(historyRows().chunks).toHaveLength(5);
+    for (let i = 1; i <= 5; i++) {
+      expect(await store.read((tx) => tx.readEvents(`r${i}`))).toEqual(
+        [1, 2, 3].map((n) => ({ eventId: n, ...marker(n) })),
+      );
+    }
+  });
+
+  it('readEvents returns exactly the same events before and after each compaction', async () => {
+    const store = await openSqlite(manualCompaction());
+    const runId = 'mixed';
+    const times = [
+      1_700_000_000_000,
+      1_700_000_000_000.25,
+      0.1 + 0.2,
+      -5,
+      1e21,
+      Number.MAX_SAFE_INTEGER,
+      1_700_000_000_123,
+    ];
+    const expected: HistoryEvent[] = [];
+    let next = 1;
+    const snapshot = async () => {
+      const all = await store.read((tx) => tx.readEvents(runId));
+      const slices: HistoryEvent[][] = [];
+      for (let from = 1; from <= next; from += 3) {
+        slices.push(await store.read((tx) => tx.readEvents(runId, from, 4)));
+      }
+      return { all, slices };
+    };
+    for (let round = 0; round < 12; round++) {
+      const batch = Array.from({ length: 1 + (round % 4) }, (_, k): NewEvent => {
+        const n = next + k;
+        return {
+          type: 'SignalReceived',
+          time: times[n % times.length]!,
+          attributes: {
+            signalName: `s${n}`,
+            input: [{ z: n, a: 'héllo — 你好 — 👩‍👩‍👧‍👦 "q" \\ \n', noise: noise(n * 40), n: 1 / 3 }],
+          },
+        };
+      });
+      await append(store, runId, next, batch);
+      for (const [k, e] of batch.entries()) expected.push({ eventId: next + k, ...e } as HistoryEvent);
+      next += batch.length;
+      const before = await snapshot();
+      expect(before.all).toEqual(expected);
+      if (round % 3 !== 2) await store.compactHistory({ all: true });
+      const after = await snapshot();
+      expect(after).toEqual(before);
+      for (let i = 0; i < expected.length; i++) {
+        expect(JSON.stringify(after.all[i]!.attributes)).toBe(JSON.stringify(expected[i]!.attributes));
+      }
+    }
+    expect(historyRows().chunks.length).toBeGreaterThan(1);
+  });
+
+  it('an append from another Store on the same file while compacting is never lost', async () => {
+    const compacting = await openSqlite({ historyCompaction: { idleMs: 0, intervalMs: 1 } });
+    const appending = await openSqlite(manualCompaction(60_000));
+    const runs = ['a', 'b', 'c'];
+    const count = 120;
+    let appended = false;
+    const compactions = (async () => {
+      while (!appended) {
+        await compacting.compactHistory({ all: true });
+        await new Promise((r) => setImmediate(r));
+      }
+    })();
+    for (let i = 1; i <= count; i++) {
+      await Promise.all(runs.map((r) => append(appending, r, i, [marker(i)])));
+      // Let the other store's compaction in between the appends now and then.
+      if (i % 4 === 0) await new Promise((r) => setTimeout(r, 1));
+    }
+    appended = true;
+    await compactions;
+    // Compactions and appends interleaved many times (each compaction merges a tail into its chunk).
+    expect(compacting.stats().tailsCompacted).toBeGreaterThan(30);
+    const expected = Array.from({ length: count }, (_, i) => ({ eventId: i + 1, ...marker(i + 1) }));
+    for (const r of runs) {
+      expect(await appending.read((tx) => tx.readEvents(r))).toEqual(expected);
+    }
+    await compacting.compactHistory({ all: true });
+    for (const r of runs) {
+      expect(await compacting.read((tx) => tx.readEvents(r))).toEqual(expected);
+    }
+    expect(historyRows().tails).toBe(0);
+  });
+
+  it('close() compresses every tail, recent ones too, and gives the freed pages back', async () => {
+    const store = await openSqlite({ historyCompaction: { idleMs: 60_000, intervalMs: 0 } });
+    for (let i = 0; i < 300; i++) {
+      await append(
+        store,
+        `r${i}`,
+        1,
+        Array.from({ length: 8 }, (_, k) => marker(k + 1)),
+      );
+    }
+    expect(historyRows().tails).toBe(300);
+    await store.close();
+    const rows = historyRows();
+    expect(rows.tails).toBe(0);
+    expect(rows.chunks).toHaveLength(300);
+    expect(rows.chunks.every((c) => c.format === 1)).toBe(true);
+    const db = raw();
+    expect(db.pragma('auto_vacuum', { simple: true })).toBe(2);
+    expect(db.pragma('freelist_count', { simple: true })).toBe(0);
+    db.close();
+    const again = await openSqlite({});
+    expect(await again.read((tx) => tx.readEvents('r7'))).toEqual(
+      Array.from({ length: 8 }, (_, k) => ({ eventId: k + 1, ...marker(k + 1) })),
+    );
+  });
+
+  it('close() leaves the recent tails of another open Store to it; the last close leaves none', async () => {
+    const first = await openSqlite(manualCompaction(60_000));
+    const second = await openSqlite(manualCompaction(60_000));
+    await append(first, 'mine', 1, [marker(1), marker(2)]);
+    await append(second, 'theirs', 1, [marker(1), marker(2)]);
+    await append(first, 'shared', 1, [marker(1)]);
+    await append(second, 'shared', 2, [marker(2)]);
+    await second.close();
+    const db = raw();
+    const tails = db.prepare('SELECT k.run_id FROM history_tail t JOIN run_keys k ON k.rk = t.rk').all();
+    db.close();
+    expect(tails).toEqual([{ run_id: 'mine' }]);
+    await first.close();
+    expect(historyRows().tails).toBe(0);
+    expect(historyRows().chunks).toHaveLength(3);
+  });
+
+  it('once no raw tail is left, the compactor gives the free pages back without closing', async () => {
+    const store = await openSqlite({ historyCompaction: { idleMs: 20, intervalMs: 10 } });
+    const events = Array.from({ length: 8 }, (_, k) => ({
+      ...marker(k + 1),
+      attributes: { noise: noise(400) },
+    }));
+    await Promise.all(Array.from({ length: 400 }, (_, i) => append(store, `r${i}`, 1, events as NewEvent[])));
+    const pages = () => {
+      const db = raw();
+      try {
+        return {
+          total: db.pragma('page_count', { simple: true }) as number,
+          free: db.pragma('freelist_count', { simple: true }) as number,
+          tails: (db.prepare('SELECT count(*) AS n FROM history_tail').get() as { n: number }).n,
+        };
+      } finally {
+        db.close();
+      }
+    };
+    const peak = pages().total;
+    const started = performance.now();
+    let now = pages();
+    // The compactor leaves fewer than 64 free pages alone (later writes reuse them).
+    while (now.tails > 0 || now.free >= 64) {
+      if (performance.now() - started > 10_000)
+        throw new Error(`not compact after 10 s: ${JSON.stringify(now)}`);
+      await new Promise((r) => setTimeout(r, 20));
+      now = pages();
+    }
+    expect(now.total).toBeLessThan(peak / 2);
+    expect(await store.read((tx) => tx.readEvents('r399'))).toEqual(
+      events.map((e, k) => ({ eventId: k + 1, ...e })),
+    );
+  });
+
+  it('rejects invalid compaction options', async () => {
+    const err = await rejection(openSqlite({ historyCompaction: { idleMs: -1 } }));
+    expect(err).toBeInstanceOf(ValidationError);
+    expect((err as ValidationError).field).toBe('historyCompaction.idleMs');
   });
 });
 

@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import { StoreError } from '../../common/errors.js';
 import { classifyStoreError, errorCode, isTransientStoreErrorClass } from '../errors.js';
+import type { SqliteHistoryLog } from './sqlite-history-log.js';
 import type { SqliteStatements } from './sqlite-rows.js';
 import { type RunKeyCache, SqliteTx } from './sqlite-tx.js';
 
@@ -47,6 +48,9 @@ interface ExclusiveJob {
 
 type Job = WriteJob | ExclusiveJob;
 
+/** How long, in ms, the queue is drained before it lets the event loop run timers and I/O. */
+const YIELD_AFTER_MS = 50;
+
 type Outcome =
   | { readonly ok: true; readonly value: unknown }
   | { readonly ok: false; readonly error: unknown };
@@ -70,6 +74,8 @@ type Attempt =
  * the group takes the next queued write job while it has fewer than `maxGroupSize` callbacks and has
  * been open less than `maxGroupMs`; then `COMMIT`. Nothing waits for company: a lone callback commits as
  * soon as it returns. Callbacks queued while a group runs (the group awaits each callback) join it.
+ * After `YIELD_AFTER_MS` of draining without a break, the next group waits for one event-loop turn, so a
+ * queue kept full by callers never starves timers and I/O (the history compactor, wake-ups).
  *
  * Guarantees:
  * - Effects apply in call order; a callback sees the writes of the callbacks before it in its group, as
@@ -108,6 +114,7 @@ export class SqliteGroupCommit {
     private readonly where: string,
     /** Run keys known to be committed; handles publish what they learned after their COMMIT. */
     private readonly keys: RunKeyCache,
+    private readonly history: SqliteHistoryLog,
   ) {}
 
   write<T>(fn: (tx: SqliteTx) => Promise<T>): Promise<T> {
@@ -139,7 +146,14 @@ export class SqliteGroupCommit {
   }
 
   private async drain(): Promise<void> {
+    let slice = performance.now();
     while (this.queue.length > 0) {
+      if (performance.now() - slice >= YIELD_AFTER_MS) {
+        // Jobs chained by microtasks would otherwise keep the event loop from timers and I/O for as long
+        // as callers keep the queue full.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        slice = performance.now();
+      }
       const job = this.queue.shift()!;
       if (job.kind === 'exclusive') {
         try {
@@ -217,7 +231,7 @@ export class SqliteGroupCommit {
         if (i === members.length && !(fill && this.takeNext(members, opened))) break;
         const job = members[i]!;
         stmts.savepoint.run();
-        const tx = new SqliteTx(stmts, true, this.keys);
+        const tx = new SqliteTx(stmts, true, this.keys, this.history);
         let value: unknown;
         let error: unknown;
         let threw = false;

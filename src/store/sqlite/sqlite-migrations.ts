@@ -26,7 +26,13 @@ export interface SqliteMigration {
  * - `history` holds a run's events in chunks: each row holds consecutive events, JSON-encoded and
  *   compressed (`sqlite-history.ts`). Its key is `rk << 32 | first event id`, so a run's chunks are
  *   adjacent and ordered without an index.
+ * - `history_tail` holds, per run, the events appended since its chunks were last compacted, uncompressed
+ *   (appending is a string concatenation). `compact_at` (ms since the epoch) is when the compactor may
+ *   compress it into `history`; the row is deleted then, so a store at rest holds no tails. Kept apart
+ *   from `history` so the churn of growing and deleted raw rows never leaves `history` pages half empty.
  * - Small per-run tables are `WITHOUT ROWID` where their primary key is the only way they are read.
+ * - Files are created with `auto_vacuum = INCREMENTAL` (by `SqliteStore.open`, before the first write:
+ *   SQLite fixes it then), so pages freed by compacted tails can be given back to the filesystem.
  */
 export const SQLITE_MIGRATIONS: readonly SqliteMigration[] = [
   {
@@ -77,6 +83,16 @@ CREATE TABLE history (
   base_time INTEGER NOT NULL,
   chunk BLOB NOT NULL
 );
+
+CREATE TABLE history_tail (
+  rk INTEGER PRIMARY KEY,
+  first_event_id INTEGER NOT NULL,
+  last_event_id INTEGER NOT NULL,
+  base_time INTEGER NOT NULL,
+  compact_at INTEGER NOT NULL,
+  events TEXT NOT NULL
+);
+CREATE INDEX history_tail_due ON history_tail (compact_at);
 
 CREATE TABLE buffer (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,

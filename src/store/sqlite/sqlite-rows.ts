@@ -317,6 +317,33 @@ export interface ChunkRow {
   chunk: Uint8Array;
 }
 
+/** The last chunk of a run, without its content. */
+export interface ChunkSizeRow {
+  first_event_id: number;
+  last_event_id: number;
+  base_time: number;
+  /** Stored bytes (format byte included). */
+  size: number;
+}
+
+/** A run's raw tail (see `sqlite-history.ts`). */
+export interface TailRow {
+  first_event_id: number;
+  last_event_id: number;
+  base_time: number;
+  events: string;
+}
+
+/** A run's raw tail, without its content. */
+export interface TailHeadRow {
+  first_event_id: number;
+  last_event_id: number;
+  base_time: number;
+  compact_at: number;
+  /** Characters of the tail text. */
+  size: number;
+}
+
 export interface BufferRow {
   seq: number;
   type: string;
@@ -397,11 +424,33 @@ const SQL = {
     'VALUES ((@rk << 32) + @first, @last, @base, @chunk)',
   updateChunk:
     'UPDATE history SET last_event_id = @last, chunk = @chunk WHERE chunk_key = (@rk << 32) + @first',
+  lastChunkSize:
+    'SELECT chunk_key & 4294967295 AS first_event_id, last_event_id, base_time, length(chunk) AS size ' +
+    'FROM history WHERE chunk_key BETWEEN (@rk << 32) AND (@rk << 32) + 4294967295 ' +
+    'ORDER BY chunk_key DESC LIMIT 1',
   readChunks:
     'SELECT chunk_key & 4294967295 AS first_event_id, last_event_id, base_time, chunk FROM history ' +
     'WHERE chunk_key BETWEEN (@rk << 32) + coalesce((SELECT max(chunk_key) & 4294967295 FROM history ' +
     'WHERE chunk_key BETWEEN (@rk << 32) AND (@rk << 32) + @from), 0) AND (@rk << 32) + 4294967295 ' +
     'ORDER BY chunk_key',
+
+  // Raw tails (see `sqlite-history.ts`): at most one per run, keyed by its run key.
+  tailHead:
+    'SELECT first_event_id, last_event_id, base_time, compact_at, length(events) AS size ' +
+    'FROM history_tail WHERE rk = ?',
+  readTail: 'SELECT first_event_id, last_event_id, base_time, events FROM history_tail WHERE rk = ?',
+  insertTail:
+    'INSERT INTO history_tail (rk, first_event_id, last_event_id, base_time, compact_at, events) ' +
+    'VALUES (@rk, @first, @last, @base, @compactAt, @events)',
+  appendTail:
+    'UPDATE history_tail SET last_event_id = @last, compact_at = @compactAt, events = events || @events ' +
+    'WHERE rk = @rk',
+  /** As `appendTail` when `compact_at` stays: leaves the `history_tail_due` index entry alone. */
+  appendTailSameDue:
+    'UPDATE history_tail SET last_event_id = @last, events = events || @events WHERE rk = @rk',
+  deleteTail: 'DELETE FROM history_tail WHERE rk = ?',
+  dueTails: 'SELECT rk FROM history_tail WHERE compact_at <= ? ORDER BY compact_at LIMIT ?',
+  nextDueTail: 'SELECT min(compact_at) AS t FROM history_tail',
 
   insertBuffered: 'INSERT INTO buffer (rk, type, time, attributes) VALUES (?, ?, ?, ?)',
   listBuffered: 'SELECT seq, type, time, attributes FROM buffer WHERE rk = ? ORDER BY seq',

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import Database from 'better-sqlite3';
-import { StoreError } from '../../common/errors.js';
+import { StoreError, ValidationError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import { silentLogger } from '../../common/logger.js';
 import { classifyStoreError, errorCode, isTransientStoreErrorClass } from '../errors.js';
@@ -13,6 +13,8 @@ import {
   sleep,
   storeFailure,
 } from './sqlite-group-commit.js';
+import { DEFAULT_COMPACTOR_LIMITS, SqliteHistoryCompactor } from './sqlite-history-compactor.js';
+import { type HistoryStats, SqliteHistoryLog } from './sqlite-history-log.js';
 import { checkSchemaForClient, migrateSchema } from './sqlite-migrations.js';
 import { prepareStatements, type SqliteStatements } from './sqlite-rows.js';
 import { RunKeyCache, SqliteTx } from './sqlite-tx.js';
@@ -29,7 +31,19 @@ export interface SqliteStoreOptions {
   readonly busyTimeoutMs?: number;
   /** How long, in ms, a transaction keeps retrying busy locks before failing with STORE_BUSY (default 30 000). */
   readonly busyRetryBudgetMs?: number;
+  /** When raw history is compressed (see `SqliteHistoryCompactor`); the defaults suit production. */
+  readonly historyCompaction?: HistoryCompactionOptions;
   readonly logger?: Logger;
+}
+
+/** When a store compresses the raw tails of run histories. Every duration is in ms. */
+export interface HistoryCompactionOptions {
+  /** A run's raw tail is compressed once nothing was appended to it for this long (default 1000). */
+  readonly idleMs?: number;
+  /** How often the compactor looks for such tails (default 500); 0 turns the timer off. */
+  readonly intervalMs?: number;
+  /** How long `close()` may spend compressing the tails left, due or not (default 2000). */
+  readonly closeBudgetMs?: number;
 }
 
 /** The durability settings in force on one open connection (see `SqliteStore.connectionSettings`). */
@@ -47,9 +61,14 @@ const MEMORY = ':memory:';
 /** Most callbacks one physical transaction commits, and how long, in ms, a group keeps taking more. */
 const MAX_GROUP_SIZE = 64;
 const MAX_GROUP_MS = 20;
+const DEFAULT_COMPACTION_IDLE_MS = 1000;
+const DEFAULT_CLOSE_COMPACTION_BUDGET_MS = 2000;
 
-/** Counters of one store, for diagnostics and tests (`SqliteStore.stats`). */
-export interface SqliteStoreStats extends GroupCommitStats {
+/**
+ * Counters of one store, for diagnostics and tests (`SqliteStore.stats`): the write path, reads, and
+ * history work (`deflates`/`inflates`: zlib calls, `tailsCompacted`: raw tails compressed).
+ */
+export interface SqliteStoreStats extends GroupCommitStats, HistoryStats {
   /** `read` callbacks run. */
   readonly reads: number;
 }
@@ -73,6 +92,12 @@ export interface SqliteStoreStats extends GroupCommitStats {
  *   may therefore run more than once and must have no effects outside the transaction.
  * - Do not call `transaction` of the same Store from inside a transaction callback: it would wait for
  *   itself.
+ * - History is appended uncompressed; a background compactor (`SqliteHistoryCompactor`, one `unref`'d
+ *   timer) compresses a run's new events once it has been idle for `historyCompaction.idleMs`, in small
+ *   batches that share group commits with foreground transactions, and gives the pages the raw events
+ *   used back to the filesystem once the file holds none (in a file created with `auto_vacuum =
+ *   INCREMENTAL`, as nodes of this version create them). `close()` compresses the tails it appended to
+ *   and every due one, and releases free pages (within `closeBudgetMs`), so a store at rest is compact.
  */
 export class SqliteStore implements Store {
   readonly capabilities: StoreCapabilities;
@@ -80,6 +105,9 @@ export class SqliteStore implements Store {
   private readonly writer: SqliteGroupCommit;
   private readonly reader: SqliteReader | undefined;
   private readonly keys = new RunKeyCache();
+  private readonly history: SqliteHistoryLog;
+  private readonly compactor: SqliteHistoryCompactor;
+  private readonly logger: Logger;
   private reads = 0;
   private closed = false;
   private closing: Promise<void> | undefined;
@@ -92,6 +120,9 @@ export class SqliteStore implements Store {
   ) {
     this.description = description;
     this.capabilities = { sharedAcrossProcesses: options.path !== MEMORY };
+    this.logger = options.logger ?? silentLogger;
+    const compaction = options.historyCompaction ?? {};
+    this.history = new SqliteHistoryLog(compaction.idleMs ?? DEFAULT_COMPACTION_IDLE_MS);
     this.writer = new SqliteGroupCommit(
       db,
       prepareStatements(db),
@@ -102,8 +133,22 @@ export class SqliteStore implements Store {
       },
       description,
       this.keys,
+      this.history,
     );
     this.reader = readerDb && { db: readerDb, stmts: prepareStatements(readerDb), mutex: new AsyncMutex() };
+    this.compactor = new SqliteHistoryCompactor(
+      this.writer,
+      this.history,
+      db,
+      () => this.nextDueTail(),
+      this.logger,
+      description,
+      {
+        ...DEFAULT_COMPACTOR_LIMITS,
+        intervalMs: compaction.intervalMs ?? DEFAULT_COMPACTOR_LIMITS.intervalMs,
+      },
+    );
+    this.compactor.start();
   }
 
   /** Opens (and for a node, creates and migrates) the store. Fails with a StoreError saying what to do. */
@@ -113,6 +158,7 @@ export class SqliteStore implements Store {
     const where = memory ? 'sqlite::memory:' : `sqlite:${options.path}`;
     const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
     const budgetMs = options.busyRetryBudgetMs ?? DEFAULT_BUSY_RETRY_BUDGET_MS;
+    validateCompaction(options.historyCompaction);
     if (options.mode === 'client') {
       if (memory) {
         throw new StoreError(
@@ -197,11 +243,29 @@ export class SqliteStore implements Store {
     });
   }
 
-  /** Waits for queued transactions and reads, then closes. Idempotent; never call it from a callback. */
+  /**
+   * Compresses the raw history tails of the file now: those due (idle for `historyCompaction.idleMs`),
+   * or with `all` every one. The compactor does this on its own; this is for tools and tests.
+   */
+  compactHistory(options: { readonly all?: boolean } = {}): Promise<void> {
+    if (this.closed) return Promise.reject(closedError(this.description));
+    const scope = options.all ? 'all' : 'due';
+    return this.compactor.compact(scope, Number.POSITIVE_INFINITY).then(() => {});
+  }
+
+  /**
+   * Stops the compactor; compresses the raw history tails this store appended to (due or not) and every
+   * due tail, then releases free pages, all within `historyCompaction.closeBudgetMs` (a failure there is
+   * logged, not thrown: nothing is lost, the file is only larger); waits for queued transactions and
+   * reads, then closes. Tails that other open stores are appending to are left to them. Idempotent; never
+   * call it from a callback.
+   */
   close(): Promise<void> {
     if (!this.closing) {
       this.closed = true;
       this.closing = (async () => {
+        await this.compactor.stop();
+        if (this.options.path !== MEMORY) await this.compactAtRest();
         await this.writer.idle();
         if (this.reader) await this.reader.mutex.lock(async () => this.reader?.db.close());
         this.db.close();
@@ -221,9 +285,39 @@ export class SqliteStore implements Store {
     }));
   }
 
-  /** Counters of the write path (physical commits, group sizes, rollbacks) and reads. */
+  /** Counters of the write path (physical commits, group sizes, rollbacks), reads and history work. */
   stats(): SqliteStoreStats {
-    return { ...this.writer.stats, reads: this.reads };
+    return { ...this.writer.stats, ...this.history.stats, reads: this.reads };
+  }
+
+  /** What `close()` does before closing a file store; bounded by `closeBudgetMs`. */
+  private async compactAtRest(): Promise<void> {
+    const budgetMs = this.options.historyCompaction?.closeBudgetMs ?? DEFAULT_CLOSE_COMPACTION_BUDGET_MS;
+    const deadline = performance.now() + budgetMs;
+    try {
+      const own = await this.compactor.compact('own', budgetMs);
+      const left = deadline - performance.now();
+      if (own === 'budgetSpent' || (await this.compactor.compact('due', left)) === 'budgetSpent') {
+        this.logger.warn('closing with history not yet compacted: the close budget ran out', {
+          store: this.description,
+          budgetMs,
+        });
+      }
+      await this.compactor.releaseFreePages(Number.POSITIVE_INFINITY, 1, deadline);
+    } catch (err) {
+      this.logger.warn('could not compact the store before closing; it stays larger on disk', {
+        store: this.description,
+        error: String(err),
+      });
+    }
+  }
+
+  /** The smallest `compact_at` of any raw history tail, null when there is none; read outside the write path. */
+  private nextDueTail(): Promise<number | null> {
+    const next = (stmts: SqliteStatements) => (stmts.nextDueTail.get() as { t: number | null }).t;
+    const reader = this.reader;
+    if (reader) return reader.mutex.lock(async () => next(reader.stmts));
+    return this.writer.exclusive(async () => next(this.writer.statements));
   }
 
   /** One read callback in a deferred transaction on `db`, retried while the connection is busy. */
@@ -237,7 +331,7 @@ export class SqliteStore implements Store {
     const budgetMs = this.options.busyRetryBudgetMs ?? DEFAULT_BUSY_RETRY_BUDGET_MS;
     const started = performance.now();
     for (let attempt = 0; ; attempt++) {
-      const tx = new SqliteTx(stmts, false, this.keys);
+      const tx = new SqliteTx(stmts, false, this.keys, this.history);
       let failure: unknown;
       try {
         stmts.beginDeferred.run();
@@ -275,9 +369,16 @@ interface SqliteReader {
   readonly mutex: AsyncMutex;
 }
 
-/** Applies the per-connection pragmas. Throws SQLITE_BUSY when switching to WAL races another process. */
+/**
+ * Applies the per-connection pragmas. Throws SQLITE_BUSY when switching to WAL races another process.
+ * A node creating a file makes it `auto_vacuum = INCREMENTAL` first (possible only before anything is
+ * written, WAL switch included), so `close()` can give the pages of compacted raw history back.
+ */
 function configureConnection(db: Database.Database, options: SqliteStoreOptions): void {
   if (options.path !== MEMORY) {
+    if (options.mode === 'node' && Number(db.pragma('page_count', { simple: true })) === 0) {
+      db.pragma('auto_vacuum = INCREMENTAL');
+    }
     const mode = String(db.pragma('journal_mode = WAL', { simple: true }));
     if (mode.toLowerCase() !== 'wal') {
       throw new StoreError(
@@ -292,6 +393,18 @@ function configureConnection(db: Database.Database, options: SqliteStoreOptions)
   // makes any that exist (a deferred one can fail a COMMIT, which the group commit handles) binding.
   db.pragma('foreign_keys = ON');
   if (process.platform === 'darwin') db.pragma('fullfsync = ON');
+}
+
+function validateCompaction(options: HistoryCompactionOptions | undefined): void {
+  for (const key of ['idleMs', 'intervalMs', 'closeBudgetMs'] as const) {
+    const value = options?.[key];
+    if (value !== undefined && !(Number.isFinite(value) && value >= 0)) {
+      throw new ValidationError(
+        `historyCompaction.${key}`,
+        `must be a non-negative number of ms, got ${value}`,
+      );
+    }
+  }
 }
 
 /** Runs a synchronous step, retrying it asynchronously while it fails with a transient error. */

@@ -12,12 +12,11 @@ import type {
   StoreTx,
   TimerRecord,
 } from '../store.js';
-import { chunkText, concatChunkTexts, decodeChunk, encodeChunk, readChunk } from './sqlite-history.js';
+import type { SqliteHistoryLog } from './sqlite-history-log.js';
 import {
   ACTIVITY_COLUMNS,
   type ActivityRow,
   type BufferRow,
-  type ChunkRow,
   encodeAll,
   encodeRunId,
   QUERY_COLUMNS,
@@ -47,8 +46,6 @@ const ACTIVITY_PATCHABLE = patchable(ACTIVITY_COLUMNS, [
 ]);
 const QUERY_PATCHABLE = new Set(['phase', 'leaseExpiresAt', 'result', 'failure']);
 const PATCH_CACHE_LIMIT = 512;
-/** A run's last history chunk takes more events while its stored size is below this, in bytes. */
-const CHUNK_APPEND_LIMIT_BYTES = 1024;
 /** Event ids are the low 32 bits of a history chunk key. */
 const MAX_EVENT_ID = 0xffff_ffff;
 
@@ -94,6 +91,7 @@ export class SqliteTx implements StoreTx {
     private readonly s: SqliteStatements,
     private readonly writable: boolean,
     private readonly keys: RunKeyCache,
+    private readonly history: SqliteHistoryLog,
   ) {}
 
   end(): void {
@@ -130,11 +128,7 @@ export class SqliteTx implements StoreTx {
     this.read(() => {
       const rk = this.runKey(runId);
       if (rk === undefined || max <= 0 || fromEventId > MAX_EVENT_ID) return;
-      const from = Math.max(1, Math.floor(fromEventId));
-      for (const row of this.s.readChunks.iterate({ rk, from }) as IterableIterator<ChunkRow>) {
-        readChunk(decodeChunk(row.chunk), row.first_event_id, row.base_time, from, max, out);
-        if (out.length >= max) break;
-      }
+      this.history.read(this.s, rk, Math.max(1, Math.floor(fromEventId)), max, out);
     });
     return out;
   }
@@ -228,40 +222,22 @@ export class SqliteTx implements StoreTx {
       () => {
         if (events.length === 0) return;
         const rk = this.runKey(runId, true)!;
-        const last = this.s.lastChunk.get({ rk }) as ChunkRow | undefined;
-        const lastEventId = last?.last_event_id ?? 0;
-        if (firstEventId <= lastEventId) throw conflict();
-        if (firstEventId !== lastEventId + 1 || !Number.isInteger(firstEventId)) {
-          throw new StoreError(
-            'EVENT_GAP',
-            `run ${runId} ends at event ${lastEventId}; appending at ${firstEventId} would leave a gap in its history`,
-          );
-        }
-        const lastEventIdAfter = firstEventId + events.length - 1;
-        if (lastEventIdAfter > MAX_EVENT_ID) {
-          throw new StoreError(
-            'HISTORY_TOO_LONG',
-            `run ${runId} cannot hold more than ${MAX_EVENT_ID} events`,
-          );
-        }
-        // Small last chunk: append to it, so a short history is one row, compressed as one text.
-        if (last && last.chunk.byteLength < CHUNK_APPEND_LIMIT_BYTES) {
-          const tail = chunkText(events, last.base_time);
-          if (tail !== undefined) {
-            const text = concatChunkTexts(decodeChunk(last.chunk), tail);
-            const chunk = encodeChunk(text);
-            this.s.updateChunk.run({ rk, first: last.first_event_id, last: lastEventIdAfter, chunk });
-            return;
+        // History is appended to the run's raw tail; the compactor compresses it later (sqlite-history-log.ts).
+        this.history.append(this.s, rk, firstEventId, events, (lastEventId) => {
+          if (firstEventId <= lastEventId) throw conflict();
+          if (firstEventId !== lastEventId + 1 || !Number.isInteger(firstEventId)) {
+            throw new StoreError(
+              'EVENT_GAP',
+              `run ${runId} ends at event ${lastEventId}; appending at ${firstEventId} would leave a gap in its history`,
+            );
           }
-        }
-        let base = Number.isSafeInteger(events[0]!.time) ? events[0]!.time : 0;
-        let text = chunkText(events, base);
-        if (text === undefined) {
-          base = 0;
-          text = chunkText(events, 0)!;
-        }
-        const chunk = encodeChunk(text);
-        this.s.insertChunk.run({ rk, first: firstEventId, last: lastEventIdAfter, base, chunk });
+          if (firstEventId + events.length - 1 > MAX_EVENT_ID) {
+            throw new StoreError(
+              'HISTORY_TOO_LONG',
+              `run ${runId} cannot hold more than ${MAX_EVENT_ID} events`,
+            );
+          }
+        });
       },
       () => conflict(),
     );
