@@ -138,6 +138,7 @@ export async function completeActivityWithTask(
       spec.bundleHash,
       workerId,
       eager,
+      workerId, // it holds the run in its cache
       { events: taskEvents, patch: { wftToken: started.wftToken, wftStartedTime: started.wftStartedTime } },
     );
     return { kind: 'committed', ...completion };

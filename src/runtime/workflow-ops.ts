@@ -140,6 +140,7 @@ async function startInTransaction(
       wftLeaseExpiresAt: 0,
       wftToken: 0,
       wftFailure: null,
+      stickyWorker: null,
     };
     const started: NewEvent = {
       type: 'WorkflowStarted',

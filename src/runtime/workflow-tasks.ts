@@ -28,17 +28,23 @@ export interface WorkflowTask {
   readonly searchAttributes: Record<string, unknown> | null;
 }
 
-/** Claims up to `limit` visible workflow tasks of a queue, each with a lease and a new token. */
+/**
+ * Claims up to `limit` visible workflow tasks of a queue, each with a lease and a new token. Sticky
+ * routing: a task of a run another worker holds in its cache is left to that worker for
+ * `stickyFallbackMs` after it became visible; then anyone may take it (the sticky worker may be gone).
+ */
 export async function claimWorkflowTasks(
   ctx: RuntimeContext,
   namespace: string,
   taskQueue: string,
   workerId: string,
   limit: number,
+  stickyFallbackMs = 0,
 ): Promise<WorkflowTask[]> {
   return inTransaction(ctx, async (tx) => {
     const now = ctx.clock.now();
-    const runs = await tx.findClaimableWorkflowTasks(namespace, taskQueue, now, limit);
+    const claimant = { workerId, othersVisibleBy: now - stickyFallbackMs };
+    const runs = await tx.findClaimableWorkflowTasks(namespace, taskQueue, now, limit, claimant);
     const tasks: WorkflowTask[] = [];
     for (const run of runs) tasks.push(await claimTask(tx, run, now, workerId));
     return tasks;
@@ -130,10 +136,12 @@ export async function completeWorkflowTask(
   bundleHash: string,
   workerId: string,
   eager?: EagerDispatch,
+  /** The worker that keeps the run cached and should get its next task (null: no preference). */
+  stickyWorker: string | null = null,
 ): Promise<CompletionResult> {
   return inTransaction(ctx, async (tx, wakes) => {
     const run = await requireCurrentTask(tx, runId, token);
-    return applyCompletion(ctx, tx, wakes, run, commands, bundleHash, workerId, eager);
+    return applyCompletion(ctx, tx, wakes, run, commands, bundleHash, workerId, eager, stickyWorker);
   });
 }
 
@@ -147,6 +155,7 @@ export async function applyCompletion(
   bundleHash: string,
   workerId: string,
   eager: EagerDispatch | undefined,
+  stickyWorker: string | null,
   /**
    * Events and run fields of the same commit that precede the task's own (the hot path's activity
    * result and task start): written with them in one append and one run update. `run` already counts
@@ -182,7 +191,11 @@ export async function applyCompletion(
   }
   const first = run.nextEventId - lead.events.length;
   const events = await appendEvents(tx, runId, first, [...lead.events, ...plan.events]);
-  await tx.updateRun(runId, { ...lead.patch, ...plan.patch });
+  await tx.updateRun(runId, {
+    ...lead.patch,
+    ...plan.patch,
+    stickyWorker: plan.closed ? null : stickyWorker,
+  });
   if (plan.bufferedUpTo > 0) await tx.deleteBuffered(runId, plan.bufferedUpTo);
   const eagerActivities: ActivityTask[] = [];
   if (plan.closed) {
@@ -309,7 +322,8 @@ export async function applyFailure(
     retry: ctx.workflowTaskRetry,
   });
   await appendEvents(tx, run.runId, run.nextEventId, plan.events);
-  await patchRun(tx, run, plan.patch);
+  // The failing worker dropped its copy: the retry goes to whoever is free.
+  await patchRun(tx, run, { ...plan.patch, stickyWorker: null });
   if (plan.bufferedUpTo > 0) await tx.deleteBuffered(run.runId, plan.bufferedUpTo);
   wakes.add({ kind: 'runChanged', runId: run.runId });
 }

@@ -91,6 +91,11 @@ export interface RunRecord {
   readonly wftToken: number;
   /** Why the current task keeps failing (null when it is not failing). */
   readonly wftFailure: FailureInfo | null;
+  /**
+   * The worker that holds the run in its cache (sticky routing): it may claim the run's next task at
+   * once; other workers only once the task has waited past their sticky fallback. Null: anyone.
+   */
+  readonly stickyWorker: string | null;
 }
 
 export type RunPatch = Partial<Omit<RunRecord, 'namespace' | 'workflowId' | 'runId' | 'startTime'>>;
@@ -228,12 +233,17 @@ export interface StoreTx extends StoreReader {
   // ---- claim and sweep queries: rows returned here are locked for this transaction where the store
   // supports it, and rows locked by another transaction are skipped, never waited for. ----
 
-  /** Runs whose workflow task is scheduled and visible (wftVisibleAt <= now), oldest first. */
+  /**
+   * Runs whose workflow task is scheduled and visible (wftVisibleAt <= now), oldest first. With a
+   * `claimant`, a run sticky to another worker is returned only if its task became visible at or before
+   * `claimant.othersVisibleBy` (the sticky worker had its chance).
+   */
   findClaimableWorkflowTasks(
     namespace: string,
     taskQueue: string,
     now: number,
     limit: number,
+    claimant?: { readonly workerId: string; readonly othersVisibleBy: number },
   ): Promise<RunRecord[]>;
   /** Activities in phase 'scheduled', visible, not cancel-requested, oldest first. */
   findClaimableActivities(

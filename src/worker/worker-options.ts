@@ -29,6 +29,11 @@ export interface WorkerOptions {
   readonly pollInterval?: Duration;
   /** Upper bound between sweeps for timers and expired leases (default 1s). */
   readonly sweepInterval?: Duration;
+  /**
+   * Sticky routing: the next task of a workflow this worker holds in its cache waits this long for this
+   * worker before any other worker may take it (default 5s).
+   */
+  readonly stickyFallback?: Duration;
   /** Workflow code must yield within this bound (default 5s). */
   readonly deadlockTimeout?: Duration;
   /** Backoff of a failing workflow task: first retry and cap (defaults 1s and 10s). */
@@ -52,6 +57,7 @@ export interface CompiledWorkerOptions {
   readonly pollIntervalMs: number;
   readonly sweepIntervalMs: number;
   readonly deadlockTimeoutMs: number;
+  readonly stickyFallbackMs: number;
   readonly workflowTaskRetry: WorkflowTaskRetry;
   readonly logger: Logger;
   /** The injected clock; undefined means the store's (the database clock on PostgreSQL, else the system's). */
@@ -117,6 +123,7 @@ export function compileWorkerOptions(o: WorkerOptions, defaultIdentity: string):
     pollIntervalMs: Math.max(1, parseDuration(o.pollInterval ?? 100, 'pollInterval')),
     sweepIntervalMs: Math.max(1, parseDuration(o.sweepInterval ?? 1000, 'sweepInterval')),
     deadlockTimeoutMs: Math.max(1, parseDuration(o.deadlockTimeout ?? 5000, 'deadlockTimeout')),
+    stickyFallbackMs: parseDuration(o.stickyFallback ?? 5000, 'stickyFallback'),
     workflowTaskRetry: { initialMs, maxMs },
     logger: o.logger ?? silentLogger,
     clock: o.clock,

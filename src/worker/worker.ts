@@ -204,7 +204,14 @@ export class Worker {
       { kind: 'workflowTask', namespace: o.namespace, taskQueue: o.taskQueue },
       () => this.#workflowTaskRoom(),
       async (limit) => {
-        const tasks = await claimWorkflowTasks(this.#ctx, o.namespace, o.taskQueue, o.identity, limit);
+        const tasks = await claimWorkflowTasks(
+          this.#ctx,
+          o.namespace,
+          o.taskQueue,
+          o.identity,
+          limit,
+          o.stickyFallbackMs,
+        );
         for (const task of tasks) this.#startWorkflowTask(task);
         return tasks.length;
       },

@@ -153,6 +153,7 @@ export class WorkflowTaskRunner {
         this.bundle.hash,
         this.workerId,
         eager,
+        this.cache.maxEntries > 0 ? this.workerId : null,
       );
       this.#afterCommit(task.runId, cached, outcome, fedUpTo, task.startedTime, result.commands, reserved);
     } catch (err) {

@@ -56,4 +56,32 @@ describe('hot path under concurrent signals', () => {
     await handles[0]!.signal('item', 'still works');
     await handles[0]!.terminate('done');
   });
+
+  it('with two workers on the queue, a workflow’s tasks stay with the worker that caches it (sticky routing)', async () => {
+    const second = await env.startWorker();
+    try {
+      const handle = await env.client.workflow.start('collector', {
+        workflowId: uniqueId('sticky'),
+        taskQueue: env.taskQueue,
+      });
+      for (let i = 0; i < 10; i++) {
+        await handle.signal('item', `x${i}`);
+        await eventually(async () => {
+          const { events } = await handle.fetchHistory();
+          expect(events.filter((e) => e.type === 'WorkflowTaskCompleted').length).toBeGreaterThan(i + 1);
+        }, 5000);
+      }
+      await handle.signal('done');
+      expect(await handle.result()).toHaveLength(10);
+      const { events } = await handle.fetchHistory();
+      const workers = new Set(
+        events
+          .filter((e) => e.type === 'WorkflowTaskStarted')
+          .map((e) => (e.attributes as { workerId: string }).workerId),
+      );
+      expect(workers.size).toBe(1);
+    } finally {
+      await env.stopWorker(second);
+    }
+  });
 });

@@ -237,4 +237,21 @@ describe('hot path: activity result, next task and its commands in one transacti
     const { first } = await runningActivity();
     expect(first.nextWakeAt).toBe(env.clock.now());
   });
+
+  it('routes a cached run’s next task to its worker, and to others only after the sticky fallback', async () => {
+    const { runId } = await startWorkflow(runtime.ctx, startRequest({ workflowId: 'sticky-1' }));
+    const [task] = await claimWorkflowTasks(runtime.ctx, 'default', 'q', 'w1', 1, 5000);
+    await completeWorkflowTask(runtime.ctx, runId, task!.token, [], 'h', 'w1', undefined, 'w1');
+    await signalWorkflow(runtime.ctx, 'default', 'sticky-1', undefined, 's', []);
+    expect(await claimWorkflowTasks(runtime.ctx, 'default', 'q', 'w2', 1, 5000)).toEqual([]);
+    env.clock.advance(4999);
+    expect(await claimWorkflowTasks(runtime.ctx, 'default', 'q', 'w2', 1, 5000)).toEqual([]);
+    const [mine] = await claimWorkflowTasks(runtime.ctx, 'default', 'q', 'w1', 1, 5000);
+    expect(mine?.runId).toBe(runId);
+    await completeWorkflowTask(runtime.ctx, runId, mine!.token, [], 'h', 'w1', undefined, 'w1');
+    await signalWorkflow(runtime.ctx, 'default', 'sticky-1', undefined, 's', []);
+    env.clock.advance(5000); // w1 did not come for it: anyone may take it now
+    const [theirs] = await claimWorkflowTasks(runtime.ctx, 'default', 'q', 'w2', 1, 5000);
+    expect(theirs?.runId).toBe(runId);
+  });
 });

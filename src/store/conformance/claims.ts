@@ -7,6 +7,31 @@ import type { SuiteContext } from './suite-context.js';
 export function describeClaimsAndSweeps(s: SuiteContext): void {
   const { tx } = s;
   describe('claim and sweep queries', () => {
+    it('findClaimableWorkflowTasks leaves a sticky run to its worker until others may take it', async () => {
+      await tx(async (t) => {
+        const scheduled = { wftPhase: 'scheduled', wftVisibleAt: T0 } as const;
+        await t.insertRun(run({ ...scheduled, runId: 'sticky', workflowId: 'a', stickyWorker: 'w1' }));
+        await t.insertRun(run({ ...scheduled, runId: 'free', workflowId: 'b', stickyWorker: null }));
+      });
+      const ids = (workerId: string | undefined, othersVisibleBy: number) =>
+        tx((t) =>
+          t.findClaimableWorkflowTasks(
+            'default',
+            'q1',
+            T0 + 10,
+            10,
+            workerId === undefined ? undefined : { workerId, othersVisibleBy },
+          ),
+        ).then((rs) => rs.map((r) => r.runId).sort());
+      expect(await ids('w2', T0 - 1)).toEqual(['free']);
+      expect(await ids('w1', T0 - 1)).toEqual(['free', 'sticky']);
+      expect(await ids('w2', T0)).toEqual(['free', 'sticky']);
+      expect(await ids(undefined, 0)).toEqual(['free', 'sticky']);
+      expect((await s.store.read((t) => t.getRun('sticky')))?.stickyWorker).toBe('w1');
+      await tx((t) => t.updateRun('sticky', { stickyWorker: null }));
+      expect(await ids('w2', T0 - 1)).toEqual(['free', 'sticky']);
+    });
+
     it('findClaimableWorkflowTasks: scheduled, visible, running, this queue, oldest first, limited', async () => {
       await tx(async (t) => {
         const s = { wftPhase: 'scheduled' } as const;

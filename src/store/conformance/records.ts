@@ -50,6 +50,7 @@ export function run(o: Partial<RunRecord> = {}): RunRecord {
     wftLeaseExpiresAt: 0,
     wftToken: 0,
     wftFailure: null,
+    stickyWorker: null,
     ...o,
   };
 }

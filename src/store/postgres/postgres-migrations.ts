@@ -57,7 +57,8 @@ CREATE TABLE ${s}.runs (
   wft_lease_owner text,
   wft_lease_expires_at bigint NOT NULL,
   wft_token bigint NOT NULL,
-  wft_failure text
+  wft_failure text,
+  sticky_worker text
 );
 CREATE UNIQUE INDEX runs_one_open ON ${s}.runs (namespace, workflow_id) WHERE status = 'running';
 CREATE INDEX runs_by_workflow ON ${s}.runs (namespace, workflow_id, start_time DESC, seq DESC);

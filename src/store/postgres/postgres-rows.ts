@@ -81,6 +81,7 @@ export interface RunRow {
   wft_lease_expires_at: number;
   wft_token: number;
   wft_failure: string | null;
+  sticky_worker: string | null;
 }
 
 export const RUN_COLUMNS: Columns<RunRecord> = {
@@ -109,6 +110,7 @@ export const RUN_COLUMNS: Columns<RunRecord> = {
   wftLeaseExpiresAt: ['wft_lease_expires_at', plain],
   wftToken: ['wft_token', plain],
   wftFailure: ['wft_failure', jsonOrNull],
+  stickyWorker: ['sticky_worker', plain],
 };
 
 export function rowToRun(r: RunRow): RunRecord {
@@ -138,6 +140,7 @@ export function rowToRun(r: RunRow): RunRecord {
     wftLeaseExpiresAt: r.wft_lease_expires_at,
     wftToken: r.wft_token,
     wftFailure: fromJsonOrNull<FailureInfo>(r.wft_failure),
+    stickyWorker: r.sticky_worker,
   };
 }
 
@@ -457,7 +460,8 @@ export function buildStatements(schema: string) {
 
     claimableWorkflowTasks:
       `${RUN} WHERE namespace = $1 AND task_queue = $2 AND status = 'running' AND wft_phase = 'scheduled' ` +
-      'AND wft_visible_at <= $3 ORDER BY wft_visible_at, seq LIMIT $4 FOR UPDATE SKIP LOCKED',
+      'AND wft_visible_at <= $3 AND (sticky_worker IS NULL OR sticky_worker = $5 OR wft_visible_at <= $6) ' +
+      'ORDER BY wft_visible_at, seq LIMIT $4 FOR UPDATE SKIP LOCKED',
     claimableActivities:
       `${ACTIVITY} WHERE namespace = $1 AND task_queue = $2 AND phase = 'scheduled' AND NOT cancel_requested ` +
       'AND visible_at <= $3 ORDER BY visible_at, run_id, scheduled_event_id LIMIT $4 FOR UPDATE SKIP LOCKED',

@@ -370,9 +370,23 @@ export class PostgresTx implements StoreTx {
   // Claim and sweep queries (only on `transaction` handles: `StoreReader` has none): each locks the rows
   // it returns and skips rows another transaction holds (`FOR UPDATE SKIP LOCKED`).
 
-  async findClaimableWorkflowTasks(namespace: string, taskQueue: string, now: number, limit: number) {
+  async findClaimableWorkflowTasks(
+    namespace: string,
+    taskQueue: string,
+    now: number,
+    limit: number,
+    claimant?: { readonly workerId: string; readonly othersVisibleBy: number },
+  ) {
     const stmt = this.st.claimableWorkflowTasks;
-    return (await this.all<RunRow>(stmt, [namespace, taskQueue, now, limit])).map(rowToRun);
+    const args = [
+      namespace,
+      taskQueue,
+      now,
+      limit,
+      claimant?.workerId ?? null,
+      claimant?.othersVisibleBy ?? now,
+    ];
+    return (await this.all<RunRow>(stmt, args)).map(rowToRun);
   }
 
   async findClaimableActivities(namespace: string, taskQueue: string, now: number, limit: number) {

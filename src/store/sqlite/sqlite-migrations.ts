@@ -69,7 +69,8 @@ CREATE TABLE runs (
   wft_lease_owner TEXT,
   wft_lease_expires_at INTEGER NOT NULL,
   wft_token INTEGER NOT NULL,
-  wft_failure TEXT
+  wft_failure TEXT,
+  sticky_worker TEXT
 );
 CREATE INDEX runs_by_workflow ON runs (namespace, workflow_id);
 CREATE INDEX runs_wft_claim ON runs (namespace, task_queue, wft_visible_at)

@@ -76,6 +76,7 @@ export interface RunRow {
   wft_lease_expires_at: number;
   wft_token: number;
   wft_failure: string | null;
+  sticky_worker: string | null;
 }
 
 type Encoder = (value: unknown) => SqlValue;
@@ -113,6 +114,7 @@ export const RUN_COLUMNS: Readonly<Record<Exclude<keyof RunRecord, 'runId'>, rea
   wftLeaseExpiresAt: ['wft_lease_expires_at', plain],
   wftToken: ['wft_token', plain],
   wftFailure: ['wft_failure', jsonOrNull],
+  stickyWorker: ['sticky_worker', plain],
 };
 
 export function rowToRun(r: RunRow): RunRecord {
@@ -142,6 +144,7 @@ export function rowToRun(r: RunRow): RunRecord {
     wftLeaseExpiresAt: r.wft_lease_expires_at,
     wftToken: r.wft_token,
     wftFailure: fromJsonOrNull<FailureInfo>(r.wft_failure),
+    stickyWorker: r.sticky_worker,
   };
 }
 
@@ -487,7 +490,9 @@ const SQL = {
 
   claimableWorkflowTasks:
     `SELECT ${RUN} WHERE r.namespace = ? AND r.task_queue = ? AND r.status = 'running' ` +
-    "AND r.wft_phase = 'scheduled' AND r.wft_visible_at <= ? ORDER BY r.wft_visible_at, r.rk LIMIT ?",
+    "AND r.wft_phase = 'scheduled' AND r.wft_visible_at <= ? " +
+    'AND (r.sticky_worker IS NULL OR r.sticky_worker = ? OR r.wft_visible_at <= ?) ' +
+    'ORDER BY r.wft_visible_at, r.rk LIMIT ?',
   claimableActivities:
     `SELECT ${ACTIVITY} WHERE a.namespace = ? AND a.task_queue = ? AND a.phase = 'scheduled' ` +
     'AND a.cancel_requested = 0 AND a.visible_at <= ? ORDER BY a.visible_at, a.rk, a.scheduled_event_id LIMIT ?',

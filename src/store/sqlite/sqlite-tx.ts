@@ -341,9 +341,17 @@ export class SqliteTx implements StoreTx {
 
   // Claim and sweep queries. SQLite has no row locks: the whole transaction holds the write lock.
 
-  async findClaimableWorkflowTasks(namespace: string, taskQueue: string, now: number, limit: number) {
+  async findClaimableWorkflowTasks(
+    namespace: string,
+    taskQueue: string,
+    now: number,
+    limit: number,
+    claimant?: { readonly workerId: string; readonly othersVisibleBy: number },
+  ) {
+    const worker = claimant?.workerId ?? null;
+    const othersBy = claimant?.othersVisibleBy ?? now;
     const rows = this.read(
-      () => this.s.claimableWorkflowTasks.all(namespace, taskQueue, now, limit) as RunRow[],
+      () => this.s.claimableWorkflowTasks.all(namespace, taskQueue, now, worker, othersBy, limit) as RunRow[],
     );
     return rows.map(rowToRun);
   }
