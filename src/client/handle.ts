@@ -126,7 +126,7 @@ export class WorkflowHandle<Ret = unknown> {
             throw new Error(`run ${run.runId} is ${run.status} but its last event is ${closing.type}`);
         }
       }
-      await waitForWake(this.ctx.notifier, [{ kind: 'runChanged', runId: run.runId }], pollMs);
+      await waitForWake(this.ctx.notifier, [{ kind: 'runClosed', runId: run.runId }], pollMs);
       pollMs = Math.min(pollMs * 2, RESULT_POLL_MAX_MS);
     }
   }

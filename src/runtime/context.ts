@@ -94,7 +94,6 @@ export async function deliver(
   if (updated.wftPhase === 'scheduled' && run.wftPhase !== 'scheduled') {
     wakes.add({ kind: 'workflowTask', namespace: run.namespace, taskQueue: run.taskQueue });
   }
-  wakes.add({ kind: 'runChanged', runId: run.runId });
   return updated;
 }
 

@@ -9,7 +9,7 @@ export type WakeChannel =
   | { readonly kind: 'activityTask'; readonly namespace: string; readonly taskQueue: string }
   | { readonly kind: 'query'; readonly namespace: string; readonly taskQueue: string }
   | { readonly kind: 'queryAnswered'; readonly queryId: string }
-  | { readonly kind: 'runChanged'; readonly runId: string }
+  | { readonly kind: 'runClosed'; readonly runId: string }
   | { readonly kind: 'activityCancel'; readonly runId: string; readonly scheduledEventId: number }
   | { readonly kind: 'timer'; readonly fireAt: number };
 
@@ -23,7 +23,7 @@ function keyOf(c: WakeChannel): string {
       return `${c.kind}\u0000${c.namespace}\u0000${c.taskQueue}`;
     case 'queryAnswered':
       return `${c.kind}\u0000${c.queryId}`;
-    case 'runChanged':
+    case 'runClosed':
       return `${c.kind}\u0000${c.runId}`;
     case 'activityCancel':
       return `${c.kind}\u0000${c.runId}\u0000${c.scheduledEventId}`;

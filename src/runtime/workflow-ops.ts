@@ -345,7 +345,7 @@ export async function closeRun(
     wftLeaseOwner: null,
     wftLeaseExpiresAt: 0,
   });
-  wakes.add({ kind: 'runChanged', runId: run.runId });
+  wakes.add({ kind: 'runClosed', runId: run.runId });
 }
 
 export interface PendingActivityDescription {

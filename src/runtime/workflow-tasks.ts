@@ -237,7 +237,7 @@ export async function applyCompletion(
   if (plan.patch.wftPhase === 'scheduled') {
     wakes.add({ kind: 'workflowTask', namespace: run.namespace, taskQueue: run.taskQueue });
   }
-  wakes.add({ kind: 'runChanged', runId });
+  if (plan.closed) wakes.add({ kind: 'runClosed', runId });
   return {
     outcome: plan.outcome,
     completedEventId: plan.completedEventId,
@@ -325,5 +325,4 @@ export async function applyFailure(
   // The failing worker dropped its copy: the retry goes to whoever is free.
   await patchRun(tx, run, { ...plan.patch, stickyWorker: null });
   if (plan.bufferedUpTo > 0) await tx.deleteBuffered(run.runId, plan.bufferedUpTo);
-  wakes.add({ kind: 'runChanged', runId: run.runId });
 }
