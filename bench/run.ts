@@ -4,6 +4,8 @@
  * the number of store transactions per workflow, counted by the runtime.
  *
  * Flags: --only W1,W3   run a subset;  --scale 0.1   shrink workflow counts;  --full   W3 with 100,000.
+ * --store postgres://USER@HOST/DB   W1 and W2 on PostgreSQL instead, with one and with four worker
+ * processes (see postgres.ts);  --poll-ms 10   their poll interval (default: the worker's).
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
@@ -11,11 +13,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
-// Relative imports (not 'longhaul/...'): the benchmark and the runtime it inspects must share one copy.
-import { Client } from '../src/client/index.js';
-import { Runtime } from '../src/runtime/runtime.js';
-import { Worker } from '../src/worker/index.js';
-import * as activities from './activities.js';
+import { benchPostgres } from './postgres.js';
+import {
+  type BenchWorkerOptions,
+  driveW1,
+  driveW2,
+  fmt,
+  type InProcess,
+  percentile,
+  startInProcess,
+  W2_IN_FLIGHT,
+  W2_WORKER_OPTIONS,
+} from './workloads.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string): string | undefined => {
@@ -25,19 +34,9 @@ const flag = (name: string): string | undefined => {
 const only = new Set((flag('--only') ?? 'W1,W2,W3,W4').split(','));
 const scale = Number(flag('--scale') ?? '1');
 const full = args.includes('--full');
+const store = flag('--store');
+const pollMs = flag('--poll-ms');
 const n = (count: number): number => Math.max(1, Math.round(count * scale));
-// Compiled (`npm run bench`) the workflows module is workflows.js; run from source it is workflows.ts.
-const workflowsPath = fileURLToPath(
-  new URL(`./workflows.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url),
-);
-
-function percentile(sorted: readonly number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
-
-function fmt(x: number, digits = 2): string {
-  return x.toFixed(digits);
-}
 
 /** Raw single-row commits per second with WAL + synchronous=FULL on this disk. */
 function rawCommitRate(dir: string): number {
@@ -54,39 +53,22 @@ function rawCommitRate(dir: string): number {
   return (count / ms) * 1000;
 }
 
-interface Env {
+interface Env extends InProcess {
   readonly url: string;
   readonly dir: string;
-  readonly worker: Worker;
-  readonly client: Client;
-  readonly runtime: Runtime;
   close(options?: { keepFiles?: boolean }): Promise<void>;
 }
 
-async function openEnv(name: string, workerOptions: Record<string, unknown> = {}): Promise<Env> {
+async function openEnv(name: string, workerOptions: BenchWorkerOptions = {}): Promise<Env> {
   const dir = mkdtempSync(join(tmpdir(), `longhaul-bench-${name}-`));
   const url = `sqlite:${join(dir, 'bench.sqlite')}`;
-  const worker = await Worker.create({
-    connection: url,
-    taskQueue: 'bench',
-    workflowsPath,
-    activities,
-    ...workerOptions,
-  });
-  const running = worker.run();
-  const client = await Client.connect(url);
-  const runtime = await Runtime.acquire(url, { mode: 'client' });
+  const env = await startInProcess(url, workerOptions);
   return {
+    ...env,
     url,
     dir,
-    worker,
-    client,
-    runtime,
     async close(options = {}) {
-      await runtime.release();
-      await client.close();
-      await worker.shutdown();
-      await running;
+      await env.close();
       if (!options.keepFiles) rmSync(dir, { recursive: true, force: true });
     },
   };
@@ -99,16 +81,10 @@ function txCount(env: Env): number {
 async function w1(commitRate: number): Promise<void> {
   const env = await openEnv('w1');
   const count = n(200);
-  const latencies: number[] = [];
   const tx0 = txCount(env);
-  for (let i = 0; i < count; i++) {
-    const start = performance.now();
-    await env.client.workflow.execute('steps', { workflowId: `w1-${i}`, taskQueue: 'bench', args: [10] });
-    latencies.push(performance.now() - start);
-  }
+  const { latencies } = await driveW1(env.client, count);
   const txPerWorkflow = (txCount(env) - tx0) / count;
   await env.close();
-  latencies.sort((a, b) => a - b);
   const commitMs = 1000 / commitRate;
   const p50 = percentile(latencies, 50);
   const p99 = percentile(latencies, 99);
@@ -119,23 +95,11 @@ async function w1(commitRate: number): Promise<void> {
 }
 
 async function w2(commitRate: number): Promise<void> {
-  const env = await openEnv('w2', {
-    maxConcurrentWorkflowTaskExecutions: 64,
-    maxConcurrentActivityTaskExecutions: 64,
-  });
+  const env = await openEnv('w2', W2_WORKER_OPTIONS);
   const count = n(2000);
-  const inFlight = 64;
-  let next = 0;
+  const inFlight = W2_IN_FLIGHT;
   const tx0 = txCount(env);
-  const start = performance.now();
-  const lane = async (): Promise<void> => {
-    while (next < count) {
-      const i = next++;
-      await env.client.workflow.execute('steps', { workflowId: `w2-${i}`, taskQueue: 'bench', args: [3] });
-    }
-  };
-  await Promise.all(Array.from({ length: inFlight }, lane));
-  const seconds = (performance.now() - start) / 1000;
+  const seconds = await driveW2(env.client, count);
   const txPerWorkflow = (txCount(env) - tx0) / count;
   await env.close();
   const stepsPerSecond = (count * 3) / seconds;
@@ -146,10 +110,7 @@ async function w2(commitRate: number): Promise<void> {
 }
 
 async function w3(count: number): Promise<void> {
-  const env = await openEnv('w3', {
-    maxConcurrentWorkflowTaskExecutions: 64,
-    maxConcurrentActivityTaskExecutions: 64,
-  });
+  const env = await openEnv('w3', W2_WORKER_OPTIONS);
   let peakRss = process.memoryUsage().rss;
   const sampler = setInterval(() => {
     peakRss = Math.max(peakRss, process.memoryUsage().rss);
@@ -249,6 +210,15 @@ function runChild(childArgs: readonly string[]): Promise<void> {
 }
 
 async function main(): Promise<void> {
+  if (store !== undefined) {
+    await benchPostgres({
+      url: store,
+      only,
+      count: n,
+      pollIntervalMs: pollMs === undefined ? undefined : Number(pollMs),
+    });
+    return;
+  }
   const dir = mkdtempSync(join(tmpdir(), 'longhaul-bench-raw-'));
   const commitRate = rawCommitRate(dir);
   rmSync(dir, { recursive: true, force: true });
