@@ -113,7 +113,6 @@ async function sweepWorkflowTaskLeases(ctx: RuntimeContext, sweeperId: string): 
         timeoutType: 'startToClose',
       };
       await applyFailure(ctx, tx, wakes, run, 'TimedOut', failure, sweeperId);
-      wakes.add({ kind: 'workflowTask', namespace: run.namespace, taskQueue: run.taskQueue });
     }
     return expired.length;
   });

@@ -325,4 +325,8 @@ export async function applyFailure(
   // The failing worker dropped its copy: the retry goes to whoever is free.
   await patchRun(tx, run, { ...plan.patch, stickyWorker: null });
   if (plan.bufferedUpTo > 0) await tx.deleteBuffered(run.runId, plan.bufferedUpTo);
+  // A retry that is claimable now (a timed-out task) wakes the pollers; backed-off ones are polled for.
+  if ((plan.patch.wftVisibleAt ?? Number.POSITIVE_INFINITY) <= ctx.clock.now()) {
+    wakes.add({ kind: 'workflowTask', namespace: run.namespace, taskQueue: run.taskQueue });
+  }
 }
