@@ -139,7 +139,11 @@ export async function completeActivityWithTask(
       workerId,
       eager,
       workerId, // it holds the run in its cache
-      { events: taskEvents, patch: { wftToken: started.wftToken, wftStartedTime: started.wftStartedTime } },
+      {
+        events: taskEvents,
+        patch: { wftToken: started.wftToken, wftStartedTime: started.wftStartedTime },
+        bufferEmpty: true, // nothing is buffered while no task is in flight, and none was (wftPhase idle)
+      },
     );
     return { kind: 'committed', ...completion };
   });

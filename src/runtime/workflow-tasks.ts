@@ -4,7 +4,7 @@ import type { HistoryEvent, NewEvent, WorkflowTaskFailedCause } from '../common/
 import { LIMITS } from '../common/ids.js';
 import { planActivityStart } from '../engine/activity-attempt.js';
 import { type CompletionPlan, planClaim, planCompletion, planFailure } from '../engine/workflow-task.js';
-import type { RunPatch, RunRecord, StoreTx, TimerRecord } from '../store/store.js';
+import type { RunPatch, RunRecord, StoreTx } from '../store/store.js';
 import { type ActivityTask, activityTaskOf } from './activity-tasks.js';
 import { appendEvents, inTransaction, type PendingWakes, patchRun, type RuntimeContext } from './context.js';
 
@@ -161,13 +161,18 @@ export async function applyCompletion(
    * result and task start): written with them in one append and one run update. `run` already counts
    * the events (its nextEventId is past them).
    */
-  lead: { readonly events: readonly NewEvent[]; readonly patch: RunPatch } = { events: [], patch: {} },
+  lead: { readonly events: readonly NewEvent[]; readonly patch: RunPatch; readonly bufferEmpty?: boolean } = {
+    events: [],
+    patch: {},
+  },
 ): Promise<CompletionResult> {
   const runId = run.runId;
   const now = ctx.clock.now();
-  const buffered = await tx.listBuffered(runId);
+  // The hot path knows the buffer is empty (the run had no task in flight); the timers matter only to
+  // cancel one, or to tell when a run with no activity pending wakes next (read after the writes).
+  const buffered = lead.bufferEmpty ? [] : await tx.listBuffered(runId);
   const activities = await tx.listActivities(runId);
-  const timers = await tx.listTimers(runId);
+  const timers = commands.some((c) => c.type === 'cancelTimer') ? await tx.listTimers(runId) : [];
   const pending = new Map(activities.map((a) => [a.activityId, a]));
   const closedActivityEventIds = await scheduledEventIdsOfClosed(tx, run, commands, pending);
   const plan = planCompletion({
@@ -244,20 +249,22 @@ export async function applyCompletion(
     nextEventId: plan.patch.nextEventId ?? run.nextEventId,
     events,
     eagerActivities,
-    nextWakeAt: plan.closed ? null : nextWake(now, activities, timers, plan),
+    nextWakeAt: plan.closed ? null : await nextWake(tx, runId, now, activities.length, plan),
   };
 }
 
-function nextWake(
+/** When the run next wakes by itself; reads its timers (as written by this commit) only if it must. */
+async function nextWake(
+  tx: StoreTx,
+  runId: string,
   now: number,
-  activities: readonly { scheduledEventId: number }[],
-  timers: readonly TimerRecord[],
+  activitiesBefore: number,
   plan: CompletionPlan,
-): number | null {
-  const pending = activities.length - plan.deleteActivities.length + plan.insertActivities.length;
+): Promise<number | null> {
+  const pending = activitiesBefore - plan.deleteActivities.length + plan.insertActivities.length;
   if (pending > 0 || plan.patch.wftPhase === 'scheduled') return now;
   let at: number | null = null;
-  for (const t of [...timers.filter((t) => !plan.deleteTimers.includes(t.timerKey)), ...plan.insertTimers]) {
+  for (const t of await tx.listTimers(runId)) {
     if (at === null || t.fireAt < at) at = t.fireAt;
   }
   return at;
