@@ -117,6 +117,7 @@ export class WorkflowTaskRunner {
         log.warn('workflow task failed; it will be retried', { cause, error: failure.message });
       await failWorkflowTask(this.ctx, task.runId, task.token, cause, failure, this.workerId).catch((err) => {
         if (!(err instanceof StaleTokenError)) throw err;
+        log.info('workflow task result rejected: the task is no longer current', { cause });
       });
     };
     if (!this.sandbox || !this.bundle) {

@@ -179,6 +179,12 @@ describe('coalescing', () => {
     const received = await subscribed(subscriber);
     for (let i = 0; i < 1000; i++) publisher.notifications.publish([`topic ${i % 50}`]);
     await until(() => received.length >= 50, 'the 50 distinct topics', 2_000);
+    // A subscriber can hear the NOTIFY before the publisher's statement returns and counts it.
+    await until(
+      () => publisher.stats().notifications.notifyStatements >= 1,
+      'the statement to be counted',
+      2_000,
+    );
     const stats = publisher.stats().notifications;
     expect(stats).toMatchObject({ published: 1000, notifyStatements: 1, payloadsSent: 1, topicsSent: 50 });
     expect(new Set(received).size).toBe(50);
@@ -194,6 +200,7 @@ describe('coalescing', () => {
       await new Promise((r) => setImmediate(r));
     }
     await until(() => received.length >= 500, 'the 500 topics', 5_000);
+    await until(() => publisher.stats().notifications.topicsSent >= 500, 'the topics to be counted', 2_000);
     const stats = publisher.stats().notifications;
     expect(stats.topicsSent).toBe(500);
     expect(stats.notifyStatements).toBeLessThan(100);
@@ -209,6 +216,11 @@ describe('coalescing', () => {
     publisher.notifications.publish([...topics, 'y'.repeat(MAX_PAYLOAD_BYTES)]);
     await until(() => received.length >= 300, 'the 300 topics', 2_000);
     expect(received).toEqual(topics);
+    await until(
+      () => publisher.stats().notifications.notifyStatements >= 1,
+      'the statement to be counted',
+      2_000,
+    );
     const stats = publisher.stats().notifications;
     expect(stats.payloadsSent).toBeGreaterThanOrEqual(6);
     expect(stats.notifyStatements).toBe(1);
