@@ -8,7 +8,7 @@ import {
   planActivityStart,
   planHeartbeat,
 } from '../engine/activity-attempt.js';
-import type { ActivityRecord, StoreTx } from '../store/store.js';
+import type { ActivityRecord, RunRecord, StoreTx } from '../store/store.js';
 import { deliver, inTransaction, type PendingWakes, type RuntimeContext } from './context.js';
 
 /** A claimed activity attempt. `token` fences every report about it. */
@@ -81,20 +81,25 @@ export function activityTaskOf(a: ActivityRecord, now: number): ActivityTask {
  * The current attempt, or StaleTokenError. Locks the run before the activity: every transaction that
  * touches both takes them in that order (a workflow task's commit does), so they cannot deadlock.
  */
-async function requireCurrentAttempt(tx: StoreTx, ref: ActivityTaskRef): Promise<ActivityRecord> {
-  await tx.getRun(ref.runId);
+export async function requireCurrentAttempt(
+  tx: StoreTx,
+  ref: ActivityTaskRef,
+): Promise<{ run: RunRecord | undefined; a: ActivityRecord }> {
+  const run = await tx.getRun(ref.runId);
   const a = await tx.getActivity(ref.runId, ref.scheduledEventId);
   if (a?.phase !== 'started' || a.token !== ref.token) {
     throw new StaleTokenError(
       `activity attempt (run ${ref.runId}, scheduled event ${ref.scheduledEventId}, token ${ref.token}) is no longer current; its report was rejected`,
     );
   }
-  return a;
+  return { run, a };
 }
 
+/** Applies how an attempt ended; `run` is the activity's run as read (and locked) in this transaction. */
 async function applyOutcome(
   tx: StoreTx,
   wakes: PendingWakes,
+  run: RunRecord | undefined,
   a: ActivityRecord,
   outcome: AttemptOutcome,
   now: number,
@@ -105,8 +110,7 @@ async function applyOutcome(
     return;
   }
   await tx.deleteActivity(a.runId, a.scheduledEventId);
-  const run = await tx.getRun(a.runId);
-  if (run && run.status === 'running') await deliver(tx, wakes, run, outcome.events, now);
+  if (run?.status === 'running') await deliver(tx, wakes, run, outcome.events, now);
 }
 
 /** Records the result of the current attempt; rejected (StaleTokenError) if the attempt is stale. */
@@ -116,9 +120,9 @@ export async function completeActivity(
   result: unknown,
 ): Promise<void> {
   await inTransaction(ctx, async (tx, wakes) => {
-    const a = await requireCurrentAttempt(tx, ref);
+    const { run, a } = await requireCurrentAttempt(tx, ref);
     const now = ctx.clock.now();
-    await applyOutcome(tx, wakes, a, planActivityCompleted(a, result, now), now);
+    await applyOutcome(tx, wakes, run, a, planActivityCompleted(a, result, now), now);
   });
 }
 
@@ -130,10 +134,10 @@ export async function failActivity(
   heartbeatDetails?: unknown,
 ): Promise<void> {
   await inTransaction(ctx, async (tx, wakes) => {
-    const a = await requireCurrentAttempt(tx, ref);
+    const { run, a } = await requireCurrentAttempt(tx, ref);
     const now = ctx.clock.now();
     const details = heartbeatDetails === undefined ? a.heartbeatDetails : heartbeatDetails;
-    await applyOutcome(tx, wakes, a, planActivityFailed(a, failure, now, details), now);
+    await applyOutcome(tx, wakes, run, a, planActivityFailed(a, failure, now, details), now);
   });
 }
 
@@ -144,9 +148,9 @@ export async function reportActivityCanceled(
   details?: unknown,
 ): Promise<void> {
   await inTransaction(ctx, async (tx, wakes) => {
-    const a = await requireCurrentAttempt(tx, ref);
+    const { run, a } = await requireCurrentAttempt(tx, ref);
     const now = ctx.clock.now();
-    await applyOutcome(tx, wakes, a, planActivityCanceled(a, details, now), now);
+    await applyOutcome(tx, wakes, run, a, planActivityCanceled(a, details, now), now);
   });
 }
 
@@ -157,7 +161,7 @@ export async function heartbeatActivity(
   details: unknown,
 ): Promise<{ cancelRequested: boolean }> {
   return inTransaction(ctx, async (tx) => {
-    const a = await requireCurrentAttempt(tx, ref);
+    const { a } = await requireCurrentAttempt(tx, ref);
     await tx.updateActivity(a.runId, a.scheduledEventId, planHeartbeat(a, details, ctx.clock.now()));
     return { cancelRequested: a.cancelRequested };
   });

@@ -1,9 +1,8 @@
 import type { WorkflowCommand } from '../common/commands.js';
-import { StaleTokenError } from '../common/errors.js';
 import type { HistoryEvent, NewEvent } from '../common/events.js';
 import { planActivityCompleted } from '../engine/activity-attempt.js';
 import type { RunPatch } from '../store/store.js';
-import { type ActivityTaskRef, applyActivityOutcome } from './activity-tasks.js';
+import { type ActivityTaskRef, applyActivityOutcome, requireCurrentAttempt } from './activity-tasks.js';
 import { inTransaction, type RuntimeContext } from './context.js';
 import { applyCompletion, type CompletionResult, type EagerDispatch } from './workflow-tasks.js';
 
@@ -83,13 +82,7 @@ export async function completeActivityWithTask(
 ): Promise<HotCompletion> {
   return inTransaction(ctx, async (tx, wakes) => {
     // The run first, then the activity: the lock order of every transaction that touches both.
-    const locked = await tx.getRun(ref.runId);
-    const a = await tx.getActivity(ref.runId, ref.scheduledEventId);
-    if (a?.phase !== 'started' || a.token !== ref.token) {
-      throw new StaleTokenError(
-        `activity attempt (run ${ref.runId}, scheduled event ${ref.scheduledEventId}, token ${ref.token}) is no longer current; its report was rejected`,
-      );
-    }
+    const { run: locked, a } = await requireCurrentAttempt(tx, ref);
     const now = ctx.clock.now();
     const outcome = planActivityCompleted(a, result, now);
     const run = locked;
@@ -100,7 +93,7 @@ export async function completeActivityWithTask(
       run.lastCompletedTaskEventId !== spec.expectedLastCompletedTaskEventId ||
       spec.taskTime < run.wftStartedTime
     ) {
-      await applyActivityOutcome(tx, wakes, a, outcome, now);
+      await applyActivityOutcome(tx, wakes, locked, a, outcome, now);
       return { kind: 'fallback' };
     }
     await tx.deleteActivity(a.runId, a.scheduledEventId);

@@ -131,7 +131,8 @@ async function sweepActivityDeadlines(ctx: RuntimeContext): Promise<number> {
       }
       if (a.phase === 'started')
         wakes.add({ kind: 'activityCancel', runId: a.runId, scheduledEventId: a.scheduledEventId });
-      await applyActivityOutcome(tx, wakes, a, planActivityTimedOut(a, timeoutType, now), now);
+      const run = await tx.getRun(a.runId);
+      await applyActivityOutcome(tx, wakes, run, a, planActivityTimedOut(a, timeoutType, now), now);
     }
     return due.length;
   });
