@@ -4,7 +4,7 @@
  * (round trips) the `pg` driver sent meanwhile. `stop()` undoes every patch; call it in a `finally`.
  */
 import pg from 'pg';
-import type { Store, StoreReader, StoreTx } from '../src/store/store.js';
+import type { ReadOptions, Store, StoreReader, StoreTx } from '../src/store/store.js';
 
 export interface StoreProbeResult {
   readonly transactions: number;
@@ -51,9 +51,9 @@ export function probeStore(store: Store): StoreProbe {
     transactions++;
     return timed(() => callTransaction(fn));
   };
-  store.read = <T>(fn: (tx: StoreReader) => Promise<T>): Promise<T> => {
+  store.read = <T>(fn: (tx: StoreReader) => Promise<T>, options?: ReadOptions): Promise<T> => {
     reads++;
-    return timed(() => callRead(fn));
+    return timed(() => callRead(fn, options));
   };
   // The store's pool creates its connections from the same `pg.Client` class.
   const proto = pg.Client.prototype as unknown as { query: Query };

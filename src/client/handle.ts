@@ -10,8 +10,8 @@ import {
 import { type HistoryFile, toHistoryFile } from '../common/events.js';
 import { validateId } from '../common/ids.js';
 import { toPayloads } from '../common/payload.js';
-import type { RuntimeContext } from '../runtime/context.js';
-import { waitForWake } from '../runtime/notifier.js';
+import { type RuntimeContext, SINGLE_READ } from '../runtime/context.js';
+import type { Notifier } from '../runtime/notifier.js';
 import { queryWorkflow } from '../runtime/queries.js';
 import {
   describeWorkflow,
@@ -38,8 +38,14 @@ function nameOf(ref: string | { readonly name: string }, field: string): string 
 /** How long a query waits for a worker's answer by default (ms). */
 const DEFAULT_QUERY_TIMEOUT_MS = 10_000;
 
-/** Longest pause between two reads while waiting for a result written by another process (ms). */
-const RESULT_POLL_MAX_MS = 200;
+/**
+ * Pauses between two reads while waiting for a result, doubling from the first to the last (ms). A run
+ * closed in this process wakes the waiter at once; one closed by another process does too where the
+ * store carries wake-ups between processes (PostgreSQL), so polling there is only the fallback for a
+ * lost notification; without them (SQLite shared by processes) polling is how the result is found.
+ */
+const RESULT_POLL_MS = { first: 5, last: 200 } as const;
+const RESULT_POLL_WITH_NOTIFICATIONS_MS = { first: 25, last: 1000 } as const;
 
 /**
  * A handle on a workflow: by id (the latest run) or by id and run id. Every call reads the store;
@@ -86,49 +92,70 @@ export class WorkflowHandle<Ret = unknown> {
    * if it failed, was cancelled, terminated or timed out.
    */
   async result(): Promise<Ret> {
-    let pollMs = 5;
-    for (;;) {
-      const { run, closing } = await this.ctx.store.read(async (tx) => {
-        const run = await requireRun(tx, this.namespace, this.workflowId, this.runId);
-        if (run.status === 'running') return { run, closing: undefined };
-        const [closing] = await tx.readEvents(run.runId, run.nextEventId - 1, 1);
-        return { run, closing };
-      });
-      if (closing) {
-        switch (closing.type) {
-          case 'WorkflowCompleted':
-            return closing.attributes.result as Ret;
-          case 'WorkflowFailed':
-            throw new WorkflowFailedError(
-              `workflow ${run.workflowId} failed: ${closing.attributes.failure.message}`,
-              fromFailureInfo(closing.attributes.failure),
-              'failed',
-            );
-          case 'WorkflowCanceled':
-            throw new WorkflowFailedError(
-              `workflow ${run.workflowId} was cancelled`,
-              new CancelledFailure(),
-              'canceled',
-            );
-          case 'WorkflowTerminated':
-            throw new WorkflowFailedError(
-              `workflow ${run.workflowId} was terminated${closing.attributes.reason ? `: ${closing.attributes.reason}` : ''}`,
-              new TerminatedFailure(closing.attributes.reason ?? 'terminated'),
-              'terminated',
-            );
-          case 'WorkflowTimedOut':
-            throw new WorkflowFailedError(
-              `workflow ${run.workflowId} timed out (${closing.attributes.timeoutType})`,
-              new TimeoutFailure(`${closing.attributes.timeoutType} timeout`, 'scheduleToClose'),
-              'timedOut',
-            );
-          default:
-            throw new Error(`run ${run.runId} is ${run.status} but its last event is ${closing.type}`);
+    const poll = this.ctx.store.notifications ? RESULT_POLL_WITH_NOTIFICATIONS_MS : RESULT_POLL_MS;
+    const closed = new CloseWatch(this.ctx.notifier);
+    try {
+      // Watching before reading: a close committed between a read and the wait is not missed.
+      if (this.runId !== undefined) closed.watch(this.runId);
+      for (let pollMs: number = poll.first; ; pollMs = Math.min(pollMs * 2, poll.last)) {
+        closed.reset();
+        const outcome = await this.#readOutcome();
+        if ('value' in outcome) return outcome.value;
+        if (closed.runId !== outcome.runningRunId) {
+          // The latest run's id is known only now (or a new run continued it): watch that run and read
+          // once more before waiting.
+          closed.watch(outcome.runningRunId);
+          continue;
         }
+        await closed.wait(pollMs);
       }
-      await waitForWake(this.ctx.notifier, [{ kind: 'runClosed', runId: run.runId }], pollMs);
-      pollMs = Math.min(pollMs * 2, RESULT_POLL_MAX_MS);
+    } finally {
+      closed.stop();
     }
+  }
+
+  /** The result once the run has closed (throws the error it closed with), else the running run's id. */
+  async #readOutcome(): Promise<{ value: Ret } | { runningRunId: string }> {
+    // No snapshot needed: a closed run's last event never changes.
+    const { run, closing } = await this.ctx.store.read(async (tx) => {
+      const run = await requireRun(tx, this.namespace, this.workflowId, this.runId);
+      if (run.status === 'running') return { run, closing: undefined };
+      const [closing] = await tx.readEvents(run.runId, run.nextEventId - 1, 1);
+      return { run, closing };
+    }, SINGLE_READ);
+    if (closing) {
+      switch (closing.type) {
+        case 'WorkflowCompleted':
+          return { value: closing.attributes.result as Ret };
+        case 'WorkflowFailed':
+          throw new WorkflowFailedError(
+            `workflow ${run.workflowId} failed: ${closing.attributes.failure.message}`,
+            fromFailureInfo(closing.attributes.failure),
+            'failed',
+          );
+        case 'WorkflowCanceled':
+          throw new WorkflowFailedError(
+            `workflow ${run.workflowId} was cancelled`,
+            new CancelledFailure(),
+            'canceled',
+          );
+        case 'WorkflowTerminated':
+          throw new WorkflowFailedError(
+            `workflow ${run.workflowId} was terminated${closing.attributes.reason ? `: ${closing.attributes.reason}` : ''}`,
+            new TerminatedFailure(closing.attributes.reason ?? 'terminated'),
+            'terminated',
+          );
+        case 'WorkflowTimedOut':
+          throw new WorkflowFailedError(
+            `workflow ${run.workflowId} timed out (${closing.attributes.timeoutType})`,
+            new TimeoutFailure(`${closing.attributes.timeoutType} timeout`, 'scheduleToClose'),
+            'timedOut',
+          );
+        default:
+          throw new Error(`run ${run.runId} is ${run.status} but its last event is ${closing.type}`);
+      }
+    }
+    return { runningRunId: run.runId };
   }
 
   /** Status, pending activities (attempt, last heartbeat) and the current workflow-task failure, if any. */
@@ -150,5 +177,49 @@ export class WorkflowHandle<Ret = unknown> {
   async fetchHistory(): Promise<HistoryFile> {
     const { run, events } = await readHistory(this.ctx, this.namespace, this.workflowId, this.runId);
     return toHistoryFile(run.workflowId, run.runId, events);
+  }
+}
+
+/** Wake-ups for one run's close, remembered between a read and the wait that follows it. */
+class CloseWatch {
+  #off: (() => void) | undefined;
+  #woken = false;
+  #wake: (() => void) | undefined;
+  /** The run watched, if any. */
+  runId: string | undefined;
+
+  constructor(private readonly notifier: Notifier) {}
+
+  watch(runId: string): void {
+    this.#off?.();
+    this.runId = runId;
+    this.#off = this.notifier.on({ kind: 'runClosed', runId }, () => {
+      this.#woken = true;
+      this.#wake?.();
+    });
+  }
+
+  /** Forgets wake-ups seen so far; call right before each read. */
+  reset(): void {
+    this.#woken = false;
+  }
+
+  /** Resolves after `ms`, or at once if the run closed since the last `reset`. */
+  wait(ms: number): Promise<void> {
+    if (this.#woken) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.#wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.#wake = done;
+    });
+  }
+
+  stop(): void {
+    this.#off?.();
+    this.#wake?.();
   }
 }

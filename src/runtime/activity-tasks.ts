@@ -86,13 +86,33 @@ export async function requireCurrentAttempt(
   ref: ActivityTaskRef,
 ): Promise<{ run: RunRecord | undefined; a: ActivityRecord }> {
   const run = await tx.getRun(ref.runId);
-  const a = await tx.getActivity(ref.runId, ref.scheduledEventId);
+  return { run, a: currentAttempt(await tx.getActivity(ref.runId, ref.scheduledEventId), ref) };
+}
+
+/**
+ * Like requireCurrentAttempt, reading (and locking) all of the run's activities instead of one, in as
+ * many statements: for a caller that needs the others too (the hot path's commit).
+ */
+export async function requireCurrentAttemptOfAll(
+  tx: StoreTx,
+  ref: ActivityTaskRef,
+): Promise<{ run: RunRecord | undefined; a: ActivityRecord; all: ActivityRecord[] }> {
+  const run = await tx.getRun(ref.runId);
+  const all = await tx.listActivities(ref.runId);
+  const a = currentAttempt(
+    all.find((x) => x.scheduledEventId === ref.scheduledEventId),
+    ref,
+  );
+  return { run, a, all };
+}
+
+function currentAttempt(a: ActivityRecord | undefined, ref: ActivityTaskRef): ActivityRecord {
   if (a?.phase !== 'started' || a.token !== ref.token) {
     throw new StaleTokenError(
       `activity attempt (run ${ref.runId}, scheduled event ${ref.scheduledEventId}, token ${ref.token}) is no longer current; its report was rejected`,
     );
   }
-  return { run, a };
+  return a;
 }
 
 /** Applies how an attempt ended; `run` is the activity's run as read (and locked) in this transaction. */

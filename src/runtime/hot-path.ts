@@ -2,7 +2,7 @@ import type { WorkflowCommand } from '../common/commands.js';
 import type { HistoryEvent, NewEvent } from '../common/events.js';
 import { planActivityCompleted } from '../engine/activity-attempt.js';
 import type { RunPatch } from '../store/store.js';
-import { type ActivityTaskRef, applyActivityOutcome, requireCurrentAttempt } from './activity-tasks.js';
+import { type ActivityTaskRef, applyActivityOutcome, requireCurrentAttemptOfAll } from './activity-tasks.js';
 import { inTransaction, type RuntimeContext } from './context.js';
 import { applyCompletion, type CompletionResult, type EagerDispatch } from './workflow-tasks.js';
 
@@ -81,8 +81,8 @@ export async function completeActivityWithTask(
   eager: EagerDispatch | undefined,
 ): Promise<HotCompletion> {
   return inTransaction(ctx, async (tx, wakes) => {
-    // The run first, then the activity: the lock order of every transaction that touches both.
-    const { run: locked, a } = await requireCurrentAttempt(tx, ref);
+    // The run first, then the activities: the lock order of every transaction that touches both.
+    const { run: locked, a, all } = await requireCurrentAttemptOfAll(tx, ref);
     const now = ctx.clock.now();
     const outcome = planActivityCompleted(a, result, now);
     const run = locked;
@@ -136,6 +136,7 @@ export async function completeActivityWithTask(
         events: taskEvents,
         patch: { wftToken: started.wftToken, wftStartedTime: started.wftStartedTime },
         bufferEmpty: true, // nothing is buffered while no task is in flight, and none was (wftPhase idle)
+        activities: all.filter((x) => x !== a), // as read and locked above, less the one just deleted
       },
     );
     return { kind: 'committed', ...completion };

@@ -6,7 +6,7 @@ import {
   QueryTimeoutError,
 } from '../common/errors.js';
 import type { QueryRecord } from '../store/store.js';
-import { inTransaction, type RuntimeContext } from './context.js';
+import { inTransaction, type RuntimeContext, SINGLE_READ } from './context.js';
 import { waitForWake } from './notifier.js';
 import { requireRun } from './workflow-ops.js';
 
@@ -55,7 +55,7 @@ export async function queryWorkflow(
   let pollMs = 2;
   try {
     for (;;) {
-      const q = await ctx.store.read((tx) => tx.getQuery(id));
+      const q = await ctx.store.read((tx) => tx.getQuery(id), SINGLE_READ);
       if (q?.phase === 'answered') {
         if (q.failure) throw fromQueryFailure(q.failure);
         return q.result;

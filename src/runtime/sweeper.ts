@@ -4,7 +4,7 @@ import type { Logger } from '../common/logger.js';
 import { planActivityTimedOut } from '../engine/activity-attempt.js';
 import { activityDeadline, expiredActivityTimeout } from '../engine/activity-timeouts.js';
 import { applyActivityOutcome } from './activity-tasks.js';
-import { deliver, inTransaction, type RuntimeContext } from './context.js';
+import { deliver, inTransaction, type RuntimeContext, SINGLE_READ } from './context.js';
 import type { LocalWorkflowWorker } from './local-workers.js';
 import { waitForWake } from './notifier.js';
 import { closeRun } from './workflow-ops.js';
@@ -177,10 +177,10 @@ export class Sweeper {
       while (!this.#stopped) {
         try {
           // A read first: an idle sweep costs no write transaction.
-          let next = await this.ctx.store.read((tx) => tx.nextSweepTime());
+          let next = await this.ctx.store.read((tx) => tx.nextSweepTime(), SINGLE_READ);
           if (next !== null && next <= this.ctx.clock.now()) {
             await sweepOnce(this.ctx, this.sweeperId);
-            next = await this.ctx.store.read((tx) => tx.nextSweepTime());
+            next = await this.ctx.store.read((tx) => tx.nextSweepTime(), SINGLE_READ);
           }
           const now = this.ctx.clock.now();
           if (now >= forgetAt) {

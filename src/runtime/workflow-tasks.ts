@@ -4,9 +4,16 @@ import type { HistoryEvent, NewEvent, WorkflowTaskFailedCause } from '../common/
 import { LIMITS } from '../common/ids.js';
 import { planActivityStart } from '../engine/activity-attempt.js';
 import { type CompletionPlan, planClaim, planCompletion, planFailure } from '../engine/workflow-task.js';
-import type { RunPatch, RunRecord, StoreTx } from '../store/store.js';
+import type { ActivityRecord, RunPatch, RunRecord, StoreTx } from '../store/store.js';
 import { type ActivityTask, activityTaskOf } from './activity-tasks.js';
-import { appendEvents, inTransaction, type PendingWakes, patchRun, type RuntimeContext } from './context.js';
+import {
+  appendEvents,
+  inTransaction,
+  type PendingWakes,
+  patchRun,
+  type RuntimeContext,
+  SINGLE_READ,
+} from './context.js';
 
 /** A claimed workflow task: what a worker needs to run it, plus its fencing token. */
 export interface WorkflowTask {
@@ -84,7 +91,7 @@ export async function readEvents(
   runId: string,
   fromEventId: number,
 ): Promise<HistoryEvent[]> {
-  return ctx.store.read((tx) => tx.readEvents(runId, fromEventId));
+  return ctx.store.read((tx) => tx.readEvents(runId, fromEventId), SINGLE_READ);
 }
 
 async function requireCurrentTask(tx: StoreTx, runId: string, token: number): Promise<RunRecord> {
@@ -161,7 +168,13 @@ export async function applyCompletion(
    * result and task start): written with them in one append and one run update. `run` already counts
    * the events (its nextEventId is past them).
    */
-  lead: { readonly events: readonly NewEvent[]; readonly patch: RunPatch; readonly bufferEmpty?: boolean } = {
+  lead: {
+    readonly events: readonly NewEvent[];
+    readonly patch: RunPatch;
+    readonly bufferEmpty?: boolean;
+    /** The run's activities as this transaction already read and locked them (after its own writes). */
+    readonly activities?: readonly ActivityRecord[];
+  } = {
     events: [],
     patch: {},
   },
@@ -171,7 +184,7 @@ export async function applyCompletion(
   // The hot path knows the buffer is empty (the run had no task in flight); the timers matter only to
   // cancel one, or to tell when a run with no activity pending wakes next (read after the writes).
   const buffered = lead.bufferEmpty ? [] : await tx.listBuffered(runId);
-  const activities = await tx.listActivities(runId);
+  const activities = lead.activities ?? (await tx.listActivities(runId));
   const timers = commands.some((c) => c.type === 'cancelTimer') ? await tx.listTimers(runId) : [];
   const pending = new Map(activities.map((a) => [a.activityId, a]));
   const closedActivityEventIds = await scheduledEventIdsOfClosed(tx, run, commands, pending);

@@ -19,8 +19,11 @@ export interface Store {
   /** A readable description for logs, e.g. the resolved file path. Never contains a password. */
   readonly description: string;
   transaction<T>(fn: (tx: StoreTx) => Promise<T>): Promise<T>;
-  /** Read-only access; may see a snapshot that excludes transactions committing concurrently. */
-  read<T>(fn: (tx: StoreReader) => Promise<T>): Promise<T>;
+  /**
+   * Read-only access; may see a snapshot that excludes transactions committing concurrently. By default
+   * every statement of the callback sees one consistent snapshot; see ReadOptions.
+   */
+  read<T>(fn: (tx: StoreReader) => Promise<T>, options?: ReadOptions): Promise<T>;
   close(): Promise<void>;
   /**
    * Wake-ups between processes, where the store has them (PostgreSQL: LISTEN/NOTIFY). Without them,
@@ -43,6 +46,16 @@ export interface StoreNotifications {
   publish(topics: readonly string[]): void;
   /** Calls `listener` with every topic published by other processes (and possibly this one). */
   subscribe(listener: (topic: string) => void): () => void;
+}
+
+export interface ReadOptions {
+  /**
+   * `false`: each statement sees the data committed when it runs, on its own, instead of one snapshot
+   * for the whole callback. Cheaper where a snapshot costs round trips (PostgreSQL: no `BEGIN`/`COMMIT`
+   * around a single statement). For callbacks that read once, or whose reads need not agree (a closed
+   * run's last event, say). Default `true`.
+   */
+  readonly snapshot?: boolean;
 }
 
 export interface StoreCapabilities {
@@ -188,6 +201,7 @@ export interface StoreReader {
   readEvents(runId: string, fromEventId?: number, limit?: number): Promise<HistoryEvent[]>;
   listBuffered(runId: string): Promise<BufferedEvent[]>;
   getActivity(runId: string, scheduledEventId: number): Promise<ActivityRecord | undefined>;
+  /** The run's activities by scheduled event id; inside `transaction`, locked like `getActivity`'s row. */
   listActivities(runId: string): Promise<ActivityRecord[]>;
   listTimers(runId: string): Promise<TimerRecord[]>;
   getRequest(namespace: string, requestId: string): Promise<RequestRecord | undefined>;

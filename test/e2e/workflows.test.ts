@@ -7,7 +7,7 @@ import {
   WorkflowNotFoundError,
 } from 'longhaul/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hello, sequence } from '../fixtures/e2e/engine-workflows.js';
+import { flag, hello, sequence, voidOnFlag } from '../fixtures/e2e/engine-workflows.js';
 import { eventually, historyTypes, rejectsWith, resultWithin, TestEnv, uniqueId } from './env.js';
 
 describe('workflows: start, execute, result, handles, history', () => {
@@ -92,6 +92,21 @@ describe('workflows: start, execute, result, handles, history', () => {
     const d = await byRun.describe();
     expect(d.runId).toBe(first.runId);
     expect((await byRun.fetchHistory()).runId).toBe(first.runId);
+  });
+
+  it('result() of a latest-run handle, waiting before the close, resolves with a void result', async () => {
+    const workflowId = uniqueId('void-result');
+    const started = await env.client.workflow.start(voidOnFlag, { workflowId, taskQueue: env.taskQueue });
+    const waiting = env.client.workflow.getHandle<void>(workflowId).result();
+    let settled = false;
+    void waiting.then(() => {
+      settled = true;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(settled).toBe(false);
+    await started.signal(flag);
+    await expect(waiting).resolves.toBeUndefined();
+    expect((await started.describe()).status).toBe('completed');
   });
 
   it('getHandle of an unknown workflow id rejects describe/result/fetchHistory with WorkflowNotFoundError', async () => {

@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { StoreError, ValidationError } from '../../src/common/errors.js';
 import { jsonLogger } from '../../src/common/logger.js';
-import { marker, run, signal, T0 } from '../../src/store/conformance/records.js';
+import { activity, marker, run, signal, T0 } from '../../src/store/conformance/records.js';
 import { classifyStoreError, isTransientStoreErrorClass } from '../../src/store/errors.js';
 import { openStore, parsePostgresConnection } from '../../src/store/open-store.js';
 import {
@@ -638,6 +638,40 @@ describe('transactions and locks', () => {
     expect(await store.read((tx) => tx.listBuffered('run-1'))).toHaveLength(1);
   });
 
+  it('inside a transaction, listActivities locks the rows it returns (like getActivity)', async () => {
+    const store = await storeFor('lh_list_lock');
+    await store.transaction(async (tx) => {
+      await tx.insertRun(run());
+      await tx.insertActivity(activity({ scheduledEventId: 5 }));
+      await tx.insertActivity(activity({ scheduledEventId: 7, activityId: '2' }));
+    });
+    const admin = await adminClient();
+    try {
+      await admin.query("SET lock_timeout = '100ms'");
+      const tryUpdate = async (): Promise<string> => {
+        try {
+          await admin.query(`UPDATE "${schema}".activities SET attempt = 2 WHERE scheduled_event_id = 7`);
+          return 'updated';
+        } catch (err) {
+          return (err as { code?: string }).code ?? 'error';
+        }
+      };
+      const inside = await store.transaction(async (tx) => {
+        expect((await tx.listActivities('run-1')).map((a) => a.scheduledEventId)).toEqual([5, 7]);
+        return tryUpdate();
+      });
+      expect(inside).toBe('55P03'); // lock_not_available: the row was held by the transaction
+      // A read handle takes no locks.
+      const underRead = await store.read(async (tx) => {
+        await tx.listActivities('run-1');
+        return tryUpdate();
+      });
+      expect(underRead).toBe('updated');
+    } finally {
+      await admin.end();
+    }
+  });
+
   it('read handles refuse writes (READ_ONLY) and see one snapshot', async () => {
     const store = await storeFor('lh_read');
     await store.transaction((tx) => tx.insertRun(run()));
@@ -655,5 +689,50 @@ describe('transactions and locks', () => {
     });
     expect(snapshot).toEqual([1, 1]);
     expect((await store.read((tx) => tx.getRun('run-1')))?.nextEventId).toBe(9);
+  });
+
+  it('reads with { snapshot: false } open no transaction: each statement sees the latest commit', async () => {
+    const store = await storeFor('lh_latest');
+    await store.transaction((tx) => tx.insertRun(run()));
+    await expectCode(
+      store.read(
+        (tx) =>
+          (tx as unknown as { updateRun: (id: string, p: object) => Promise<void> }).updateRun('run-1', {}),
+        { snapshot: false },
+      ),
+      'READ_ONLY',
+    );
+    const seen = await store.read(
+      async (tx) => {
+        const before = await tx.getRun('run-1');
+        await store.transaction((w) => w.updateRun('run-1', { nextEventId: 9 }));
+        const after = await tx.getRun('run-1');
+        return [before?.nextEventId, after?.nextEventId];
+      },
+      { snapshot: false },
+    );
+    expect(seen).toEqual([1, 9]);
+    const probe = store.read(
+      async (tx) => {
+        await tx.getRun('run-1');
+        // Outside a transaction block, the connection reports no transaction of its own.
+        return (
+          tx as unknown as { db: { query(q: { text: string }): Promise<{ rows: unknown[] }> } }
+        ).db.query({
+          text: 'SELECT now() = statement_timestamp() AS autocommit',
+        });
+      },
+      { snapshot: false },
+    );
+    expect((await probe).rows).toEqual([{ autocommit: true }]);
+    const inBlock = await store.read(async (tx) => {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      return (tx as unknown as { db: { query(q: { text: string }): Promise<{ rows: unknown[] }> } }).db.query(
+        {
+          text: 'SELECT now() = statement_timestamp() AS autocommit',
+        },
+      );
+    });
+    expect(inBlock.rows).toEqual([{ autocommit: false }]);
   });
 });

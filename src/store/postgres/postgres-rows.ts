@@ -426,6 +426,7 @@ export function buildStatements(schema: string) {
     getActivityForUpdate: `${ACTIVITY} WHERE run_id = $1 AND scheduled_event_id = $2 FOR UPDATE`,
     activityExists: `SELECT 1 FROM ${activities} WHERE run_id = $1 AND scheduled_event_id = $2`,
     listActivities: `${ACTIVITY} WHERE run_id = $1 ORDER BY scheduled_event_id`,
+    listActivitiesForUpdate: `${ACTIVITY} WHERE run_id = $1 ORDER BY scheduled_event_id FOR UPDATE`,
     deleteActivity: `DELETE FROM ${activities} WHERE run_id = $1 AND scheduled_event_id = $2`,
 
     insertTimer: `${insertSql(timers, TIMER_COLUMNS)} ON CONFLICT DO NOTHING`,

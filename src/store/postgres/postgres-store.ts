@@ -8,7 +8,7 @@ import {
   isTransientStoreErrorClass,
   type StoreErrorClass,
 } from '../errors.js';
-import type { Store, StoreCapabilities, StoreReader, StoreTx } from '../store.js';
+import type { ReadOptions, Store, StoreCapabilities, StoreReader, StoreTx } from '../store.js';
 import {
   checkPostgresSchemaForClient,
   type MigrationClient,
@@ -104,7 +104,7 @@ export interface PostgresStoreStats {
  * Isolation: READ COMMITTED plus row locks, not SERIALIZABLE. Why that is enough: the runtime's writes are
  * read-check-write on a few known rows (a run, an activity, a query, a request id), and inside
  * `transaction` every read of such a row locks it (`SELECT ... FOR UPDATE`: `getRun`, `findRun`,
- * `findOpenRun`, `getActivity`, `getQuery`), so two transactions on one row run one after the other and
+ * `findOpenRun`, `getActivity`, `listActivities`, `getQuery`), so two transactions on one row run one after the other and
  * the second reads the first's committed result (PostgreSQL re-reads a row's newest version once its
  * lock is granted). That is the compare-and-set of the hot path (the run's next event id, the fencing
  * tokens). Rows that do not exist yet are guarded by unique indexes (run id, one running run per
@@ -124,6 +124,8 @@ export interface PostgresStoreStats {
  *   that transaction may have committed, and the callbacks' own guards (request ids, fencing tokens, the
  *   next event id) turn a second run into a no-op or a rejection.
  * - `read` runs in a `REPEATABLE READ READ ONLY` transaction: one consistent snapshot of committed data.
+ *   With `{ snapshot: false }` it opens no transaction: each statement runs on its own (two round trips
+ *   fewer for a single read); the handle still refuses writes.
  * - No statement text ever contains a value; statements are named, so each connection parses and plans
  *   each one once.
  * - Do not call `transaction` of the same Store from inside a transaction callback: with every pooled
@@ -225,11 +227,11 @@ export class PostgresStore implements Store {
   }
 
   transaction<T>(fn: (tx: StoreTx) => Promise<T>): Promise<T> {
-    return this.track(() => this.run(fn, true));
+    return this.track(() => this.run(fn, 'write'));
   }
 
-  read<T>(fn: (tx: StoreReader) => Promise<T>): Promise<T> {
-    return this.track(() => this.run(fn, false));
+  read<T>(fn: (tx: StoreReader) => Promise<T>, options: ReadOptions = {}): Promise<T> {
+    return this.track(() => this.run(fn, options.snapshot === false ? 'latest' : 'snapshot'));
   }
 
   /** Waits for running transactions and reads, then closes every connection. Idempotent. */
@@ -294,10 +296,10 @@ export class PostgresStore implements Store {
   }
 
   /** Attempts until one commits, throws for good, or the retry budget is spent. */
-  private async run<T>(fn: (tx: PostgresTx) => Promise<T>, writable: boolean): Promise<T> {
+  private async run<T>(fn: (tx: PostgresTx) => Promise<T>, mode: Mode): Promise<T> {
     const started = performance.now();
     for (let attempt = 0; ; attempt++) {
-      const outcome = await this.attempt(fn, writable);
+      const outcome = await this.attempt(fn, mode);
       if (outcome.kind === 'committed') return outcome.value;
       if (outcome.kind === 'failed') throw outcome.error;
       const cls = classifyStoreError(outcome.error);
@@ -319,8 +321,13 @@ export class PostgresStore implements Store {
     }
   }
 
-  /** One attempt on one pooled connection. */
-  private async attempt<T>(fn: (tx: PostgresTx) => Promise<T>, writable: boolean): Promise<Attempt<T>> {
+  /**
+   * One attempt on one pooled connection: inside `BEGIN ... COMMIT`, except in mode 'latest', where
+   * each statement runs on its own (autocommit) and there is nothing to commit or roll back.
+   */
+  private async attempt<T>(fn: (tx: PostgresTx) => Promise<T>, mode: Mode): Promise<Attempt<T>> {
+    const writable = mode === 'write';
+    const inTransaction = mode !== 'latest';
     let client: PostgresPoolClient;
     try {
       client = await this.pool.connect();
@@ -344,7 +351,7 @@ export class PostgresStore implements Store {
     );
     let broken: Error | undefined;
     try {
-      await client.query(writable ? BEGIN_WRITE : BEGIN_READ);
+      if (inTransaction) await client.query(writable ? BEGIN_WRITE : BEGIN_READ);
       let value: T | undefined;
       let thrown: { error: unknown } | undefined;
       try {
@@ -359,9 +366,11 @@ export class PostgresStore implements Store {
         lost ??
         (thrown && isTransientStoreErrorClass(classifyStoreError(thrown.error)) ? thrown.error : undefined);
       if (transient !== undefined || thrown || tx.abortedBy !== undefined) {
-        await this.rollback(client).catch((err: unknown) => {
-          broken = asError(err);
-        });
+        if (inTransaction) {
+          await this.rollback(client).catch((err: unknown) => {
+            broken = asError(err);
+          });
+        }
         if (transient !== undefined) {
           broken ??= classifyStoreError(transient) === 'connectionLost' ? asError(transient) : undefined;
           return { kind: 'transient', error: transient };
@@ -369,7 +378,7 @@ export class PostgresStore implements Store {
         if (thrown) return { kind: 'failed', error: thrown.error };
         return { kind: 'failed', error: failure(this.description, tx.abortedBy) };
       }
-      const commit = await client.query(COMMIT);
+      const commit = inTransaction ? await client.query(COMMIT) : { command: 'COMMIT' };
       if (commit.command === 'ROLLBACK') {
         // The server had aborted the transaction without this handle seeing an error (never expected).
         return { kind: 'failed', error: failure(this.description, new Error('COMMIT was rolled back')) };
@@ -382,7 +391,7 @@ export class PostgresStore implements Store {
       if (isTransientStoreErrorClass(classifyStoreError(err)) || lost !== undefined) {
         return { kind: 'transient', error: err };
       }
-      await this.rollback(client).catch(() => undefined);
+      if (inTransaction) await this.rollback(client).catch(() => undefined);
       return { kind: 'failed', error: failure(this.description, err) };
     } finally {
       client.off('error', onError);
@@ -401,6 +410,9 @@ const BEGIN_READ = { text: 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY' };
 const COMMIT = { text: 'COMMIT' };
 const ROLLBACK = { text: 'ROLLBACK' };
 const CURRENT_TIME = 'SELECT (extract(epoch from clock_timestamp()) * 1000)::float8 AS now';
+
+/** A read-write transaction, a read-only snapshot, or read-only statements each on its own. */
+type Mode = 'write' | 'snapshot' | 'latest';
 
 type Attempt<T> =
   | { readonly kind: 'committed'; readonly value: T }

@@ -179,7 +179,8 @@ export class PostgresTx implements StoreTx {
   }
 
   async listActivities(runId: string): Promise<ActivityRecord[]> {
-    return (await this.all<ActivityRow>(this.st.listActivities, [runId])).map(rowToActivity);
+    const stmt = this.locking(this.st.listActivities, this.st.listActivitiesForUpdate);
+    return (await this.all<ActivityRow>(stmt, [runId])).map(rowToActivity);
   }
 
   async listTimers(runId: string): Promise<TimerRecord[]> {

@@ -218,6 +218,7 @@ export class SqliteStore implements Store {
     return this.writer.write(fn);
   }
 
+  /** Always one snapshot (`ReadOptions.snapshot` is ignored: a deferred BEGIN costs no round trip here). */
   read<T>(fn: (tx: StoreReader) => Promise<T>): Promise<T> {
     if (this.closed) return Promise.reject(closedError(this.description));
     const reader = this.reader;
