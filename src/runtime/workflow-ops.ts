@@ -6,6 +6,7 @@ import {
 } from '../common/errors.js';
 import type { HistoryEvent, NewEvent } from '../common/events.js';
 import { LIMITS } from '../common/ids.js';
+import { planClaim, planDelivery } from '../engine/workflow-task.js';
 import type { RunRecord, RunStatus, StoreReader, StoreTx } from '../store/store.js';
 import {
   appendEvents,
@@ -15,7 +16,7 @@ import {
   patchRun,
   type RuntimeContext,
 } from './context.js';
-import { claimTask, type WorkflowTask } from './workflow-tasks.js';
+import { claimedTask, type WorkflowTask } from './workflow-tasks.js';
 
 export type IdConflictPolicy = 'fail' | 'useExisting' | 'terminateExisting';
 export type IdReusePolicy = 'allowDuplicate' | 'allowDuplicateFailedOnly' | 'rejectDuplicate';
@@ -57,12 +58,8 @@ export async function startWorkflow(ctx: RuntimeContext, req: StartRequest): Pro
   let eagerTask: WorkflowTask | undefined;
   try {
     const result = await inTransaction(ctx, async (tx, wakes) => {
-      eagerTask = undefined;
-      const started = await startInTransaction(ctx, tx, wakes, req);
-      if (local && started.run) {
-        eagerTask = await claimTask(tx, started.run, ctx.clock.now(), local.workerId);
-        wakes.drop('workflowTask'); // no poller needs to look: the task is claimed
-      }
+      const started = await startInTransaction(ctx, tx, wakes, req, local?.workerId);
+      eagerTask = started.task;
       return started.result;
     });
     if (local && eagerTask) local.run(eagerTask);
@@ -79,7 +76,9 @@ async function startInTransaction(
   tx: StoreTx,
   wakes: PendingWakes,
   req: StartRequest,
-): Promise<{ result: StartResult; run?: RunRecord }> {
+  /** A worker of this process that takes the first workflow task in this same commit (eager start). */
+  claimFor?: string,
+): Promise<{ result: StartResult; task?: WorkflowTask }> {
   {
     const now = ctx.clock.now();
     if (req.requestId) {
@@ -159,8 +158,6 @@ async function startInTransaction(
         requestId: req.requestId,
       },
     };
-    await tx.insertRun(run);
-    await appendEvents(tx, runId, 1, [started]);
     const incoming: NewEvent[] = req.signal
       ? [
           {
@@ -170,7 +167,24 @@ async function startInTransaction(
           },
         ]
       : [];
-    const scheduled = await deliver(tx, wakes, { ...run, nextEventId: 2 }, incoming, now);
+    // The run is new: its first events, first workflow task and (eager start) that task's claim are
+    // planned here and written with one insert and one append.
+    const afterStart = { ...run, nextEventId: 2 };
+    const delivery = planDelivery(afterStart, incoming, now);
+    const scheduled: RunRecord = { ...afterStart, ...delivery.patch };
+    const events = [started, ...delivery.events];
+    let task: WorkflowTask | undefined;
+    let final = scheduled;
+    if (claimFor !== undefined) {
+      const claim = planClaim(scheduled, now, claimFor);
+      events.push(...claim.events);
+      final = { ...scheduled, ...claim.patch };
+      task = claimedTask(scheduled, claim);
+    } else {
+      wakes.add({ kind: 'workflowTask', namespace: run.namespace, taskQueue: run.taskQueue });
+    }
+    await tx.insertRun({ ...final, nextEventId: 1 + events.length });
+    await appendEvents(tx, runId, 1, events);
     for (const [kind, ms] of [
       ['workflowExecutionTimeout', req.workflowExecutionTimeoutMs],
       ['workflowRunTimeout', req.workflowRunTimeoutMs],
@@ -195,7 +209,7 @@ async function startInTransaction(
         createdAt: now,
       });
     }
-    return { result: { runId, created: true }, run: scheduled };
+    return { result: { runId, created: true }, task };
   }
 }
 

@@ -68,6 +68,11 @@ export async function claimTask(
   const plan = planClaim(run, now, workerId);
   await appendEvents(tx, run.runId, run.nextEventId, plan.events);
   await tx.updateRun(run.runId, plan.patch);
+  return claimedTask(run, plan);
+}
+
+/** The task a claim planned by `planClaim(run, ...)` hands to its worker. */
+export function claimedTask(run: RunRecord, plan: ReturnType<typeof planClaim>): WorkflowTask {
   return {
     namespace: run.namespace,
     workflowId: run.workflowId,
