@@ -11,7 +11,7 @@ import { type HistoryFile, toHistoryFile } from '../common/events.js';
 import { validateId } from '../common/ids.js';
 import { toPayloads } from '../common/payload.js';
 import { type RuntimeContext, SINGLE_READ } from '../runtime/context.js';
-import type { Notifier } from '../runtime/notifier.js';
+import { WakeWatch } from '../runtime/notifier.js';
 import { queryWorkflow } from '../runtime/queries.js';
 import {
   describeWorkflow,
@@ -93,18 +93,20 @@ export class WorkflowHandle<Ret = unknown> {
    */
   async result(): Promise<Ret> {
     const poll = this.ctx.store.notifications ? RESULT_POLL_WITH_NOTIFICATIONS_MS : RESULT_POLL_MS;
-    const closed = new CloseWatch(this.ctx.notifier);
+    const closed = new WakeWatch(this.ctx.notifier);
     try {
       // Watching before reading: a close committed between a read and the wait is not missed.
-      if (this.runId !== undefined) closed.watch(this.runId);
+      let watched = this.runId;
+      if (watched !== undefined) closed.watch({ kind: 'runClosed', runId: watched });
       for (let pollMs: number = poll.first; ; pollMs = Math.min(pollMs * 2, poll.last)) {
         closed.reset();
         const outcome = await this.#readOutcome();
         if ('value' in outcome) return outcome.value;
-        if (closed.runId !== outcome.runningRunId) {
+        if (watched !== outcome.runningRunId) {
           // The latest run's id is known only now (or a new run continued it): watch that run and read
           // once more before waiting.
-          closed.watch(outcome.runningRunId);
+          watched = outcome.runningRunId;
+          closed.watch({ kind: 'runClosed', runId: watched });
           continue;
         }
         await closed.wait(pollMs);
@@ -177,49 +179,5 @@ export class WorkflowHandle<Ret = unknown> {
   async fetchHistory(): Promise<HistoryFile> {
     const { run, events } = await readHistory(this.ctx, this.namespace, this.workflowId, this.runId);
     return toHistoryFile(run.workflowId, run.runId, events);
-  }
-}
-
-/** Wake-ups for one run's close, remembered between a read and the wait that follows it. */
-class CloseWatch {
-  #off: (() => void) | undefined;
-  #woken = false;
-  #wake: (() => void) | undefined;
-  /** The run watched, if any. */
-  runId: string | undefined;
-
-  constructor(private readonly notifier: Notifier) {}
-
-  watch(runId: string): void {
-    this.#off?.();
-    this.runId = runId;
-    this.#off = this.notifier.on({ kind: 'runClosed', runId }, () => {
-      this.#woken = true;
-      this.#wake?.();
-    });
-  }
-
-  /** Forgets wake-ups seen so far; call right before each read. */
-  reset(): void {
-    this.#woken = false;
-  }
-
-  /** Resolves after `ms`, or at once if the run closed since the last `reset`. */
-  wait(ms: number): Promise<void> {
-    if (this.#woken) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        this.#wake = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.#wake = done;
-    });
-  }
-
-  stop(): void {
-    this.#off?.();
-    this.#wake?.();
   }
 }

@@ -110,3 +110,52 @@ export function waitForWake(
     signal?.addEventListener('abort', done, { once: true });
   });
 }
+
+/**
+ * Wake-ups of one channel, remembered between a read and the wait that follows it: subscribe with
+ * `watch` before reading, `reset` right before each read, then `wait`. A notification that arrives
+ * during the read ends the next wait at once, so it cannot fall between the read and the wait (which
+ * `waitForWake`, subscribing only when it starts waiting, leaves to the poll interval).
+ */
+export class WakeWatch {
+  #off: (() => void) | undefined;
+  #woken = false;
+  #wake: (() => void) | undefined;
+
+  constructor(private readonly notifier: Notifier) {}
+
+  /** Watches `channel` (instead of the one watched before, if any). */
+  watch(channel: WakeChannel): void {
+    this.#off?.();
+    this.#off = this.notifier.on(channel, () => {
+      this.#woken = true;
+      this.#wake?.();
+    });
+  }
+
+  /** Forgets wake-ups seen so far. */
+  reset(): void {
+    this.#woken = false;
+  }
+
+  /** Resolves after `ms`, or at once if the channel was notified since the last `reset`. */
+  wait(ms: number): Promise<void> {
+    if (this.#woken) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.#wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.#wake = done;
+    });
+  }
+
+  /** Unsubscribes, and ends a wait in progress. */
+  stop(): void {
+    this.#off?.();
+    this.#off = undefined;
+    this.#wake?.();
+  }
+}
