@@ -15,8 +15,8 @@ import type {
 } from '../store.js';
 
 /**
- * Row <-> record mapping for the PostgreSQL adapter, and the statements that read and write those rows.
- * Rows were written by the engine through this module, so they are trusted: JSON is parsed without
+ * Row <-> record mapping for the PostgreSQL adapter (its statements are in postgres-statements.ts). Rows
+ * were written by the engine through this module, so they are trusted: JSON is parsed without
  * validation. JSON values are `text` holding `JSON.stringify` output (not `jsonb`, which reorders keys and
  * refuses `\u0000`), so they read back byte for byte. `undefined` is stored as SQL NULL; JSON `null` as the
  * text `null`, so the two stay distinct for `unknown` fields. Times and counters are `bigint`, read back as
@@ -44,7 +44,7 @@ function fromJsonOrNull<T>(text: string | null): T | null {
   return text === null ? null : (JSON.parse(text) as T);
 }
 
-type Encoder = (value: unknown) => SqlValue;
+export type Encoder = (value: unknown) => SqlValue;
 const plain: Encoder = (v) => (v === undefined ? null : (v as SqlValue));
 const bool: Encoder = (v) => v === true;
 const json: Encoder = (v) => toJson(v);
@@ -352,150 +352,3 @@ export function encodeAll<R>(columns: Columns<R>, record: R): SqlValue[] {
 export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
-
-function columnList<R>(columns: Columns<R>, alias = ''): string {
-  return Object.values<readonly [string, Encoder]>(columns)
-    .map(([c]) => alias + c)
-    .join(', ');
-}
-
-function insertSql<R>(table: string, columns: Columns<R>): string {
-  const names = Object.values<readonly [string, Encoder]>(columns).map(([c]) => c);
-  return `INSERT INTO ${table} (${names.join(', ')}) VALUES (${names.map((_, i) => `$${i + 1}`).join(', ')})`;
-}
-
-/**
- * Every fixed statement of one schema. `$n` placeholders only: no value is ever spliced into SQL text;
- * the only spliced names are the (validated, quoted) schema and fixed column names.
- *
- * Locking: the `*ForUpdate` reads serve `getRun`/`getActivity`/`getQuery`/`findRun`/`findOpenRun` inside
- * `transaction` (the runtime reads, checks and writes those rows: the lock makes that a compare-and-set);
- * the claim and sweep queries lock what they return and skip rows another transaction holds.
- */
-export function buildStatements(schema: string) {
-  const s = quoteIdent(schema);
-  const runs = `${s}.runs`;
-  const activities = `${s}.activities`;
-  const timers = `${s}.timers`;
-  const queries = `${s}.queries`;
-  const RUN = `SELECT ${columnList(RUN_COLUMNS)} FROM ${runs}`;
-  const ACTIVITY = `SELECT ${columnList(ACTIVITY_COLUMNS)} FROM ${activities}`;
-  const TIMER = `SELECT ${columnList(TIMER_COLUMNS)} FROM ${timers}`;
-  const QUERY = `SELECT ${columnList(QUERY_COLUMNS)} FROM ${queries}`;
-  const OPEN_QUERY = "(phase = 'pending' OR (phase = 'claimed' AND lease_expires_at <= $3))";
-  const findLatest = `${RUN} WHERE namespace = $1 AND workflow_id = $2 ORDER BY start_time DESC, seq DESC LIMIT 1`;
-  const findById = `${RUN} WHERE run_id = $3 AND namespace = $1 AND workflow_id = $2`;
-  const findOpen = `${RUN} WHERE namespace = $1 AND workflow_id = $2 AND status = 'running'`;
-
-  const sql = {
-    getRun: `${RUN} WHERE run_id = $1`,
-    getRunForUpdate: `${RUN} WHERE run_id = $1 FOR UPDATE`,
-    findLatestRun: findLatest,
-    findLatestRunForUpdate: `${findLatest} FOR UPDATE`,
-    findRunById: findById,
-    findRunByIdForUpdate: `${findById} FOR UPDATE`,
-    findOpenRun: findOpen,
-    findOpenRunForUpdate: `${findOpen} FOR UPDATE`,
-    // ON CONFLICT DO NOTHING (every unique index is an arbiter: the primary key and `runs_one_open`), so
-    // a duplicate never aborts the transaction; the adapter tells the two apart with `runExists`.
-    insertRun: `${insertSql(runs, RUN_COLUMNS)} ON CONFLICT DO NOTHING`,
-    runExists: `SELECT 1 FROM ${runs} WHERE run_id = $1`,
-
-    // Appends only directly after the run's last event, in one round trip, and reports that last event:
-    // `inserted` < the batch size means nothing was written unless a concurrent writer committed some
-    // of the same ids meanwhile (then `inserted_ids` names the rows this statement wrote).
-    appendEvents:
-      `WITH last AS (SELECT coalesce(max(event_id), 0) AS id FROM ${s}.events WHERE run_id = $1), ` +
-      `ins AS (INSERT INTO ${s}.events (run_id, event_id, type, time, attributes) ` +
-      'SELECT $1, $2 + u.ord - 1, u.type, u.time, u.attributes ' +
-      'FROM unnest($3::text[], $4::bigint[], $5::text[]) WITH ORDINALITY AS u(type, time, attributes, ord), last ' +
-      'WHERE last.id = $2 - 1 ON CONFLICT DO NOTHING RETURNING event_id) ' +
-      'SELECT last.id AS last_event_id, coalesce((SELECT array_agg(event_id) FROM ins), ' +
-      "'{}'::bigint[]) AS inserted_ids FROM last",
-    deleteEvents: `DELETE FROM ${s}.events WHERE run_id = $1 AND event_id = ANY($2::bigint[])`,
-    readEvents:
-      `SELECT event_id, type, time, attributes FROM ${s}.events WHERE run_id = $1 AND event_id >= $2 ` +
-      'ORDER BY event_id LIMIT $3',
-
-    insertBuffered: `INSERT INTO ${s}.buffer (run_id, type, time, attributes) VALUES ($1, $2, $3, $4)`,
-    listBuffered: `SELECT seq, type, time, attributes FROM ${s}.buffer WHERE run_id = $1 ORDER BY seq`,
-    deleteBuffered: `DELETE FROM ${s}.buffer WHERE run_id = $1 AND seq <= $2`,
-
-    insertActivity: `${insertSql(activities, ACTIVITY_COLUMNS)} ON CONFLICT DO NOTHING`,
-    getActivity: `${ACTIVITY} WHERE run_id = $1 AND scheduled_event_id = $2`,
-    getActivityForUpdate: `${ACTIVITY} WHERE run_id = $1 AND scheduled_event_id = $2 FOR UPDATE`,
-    activityExists: `SELECT 1 FROM ${activities} WHERE run_id = $1 AND scheduled_event_id = $2`,
-    listActivities: `${ACTIVITY} WHERE run_id = $1 ORDER BY scheduled_event_id`,
-    listActivitiesForUpdate: `${ACTIVITY} WHERE run_id = $1 ORDER BY scheduled_event_id FOR UPDATE`,
-    deleteActivity: `DELETE FROM ${activities} WHERE run_id = $1 AND scheduled_event_id = $2`,
-
-    insertTimer: `${insertSql(timers, TIMER_COLUMNS)} ON CONFLICT DO NOTHING`,
-    listTimers: `${TIMER} WHERE run_id = $1 ORDER BY fire_at, timer_key`,
-    deleteTimer: `DELETE FROM ${timers} WHERE run_id = $1 AND timer_key = $2`,
-
-    // One round trip: data-modifying CTEs all run, whatever the outer query reads.
-    deleteRunState:
-      `WITH a AS (DELETE FROM ${activities} WHERE run_id = $1), ` +
-      `t AS (DELETE FROM ${timers} WHERE run_id = $1), ` +
-      `b AS (DELETE FROM ${s}.buffer WHERE run_id = $1) ` +
-      `DELETE FROM ${queries} WHERE run_id = $1 AND phase <> 'answered'`,
-
-    putRequest:
-      `INSERT INTO ${s}.requests (namespace, request_id, kind, run_id, created_at) VALUES ($1, $2, $3, $4, $5) ` +
-      'ON CONFLICT (namespace, request_id) DO UPDATE SET kind = excluded.kind, run_id = excluded.run_id, ' +
-      'created_at = excluded.created_at',
-    getRequest:
-      `SELECT namespace, request_id, kind, run_id, created_at FROM ${s}.requests ` +
-      'WHERE namespace = $1 AND request_id = $2',
-    // Serialises read-check-write on one request id, even while no row exists yet (see `getRequest`).
-    lockRequestKey: 'SELECT pg_advisory_xact_lock(hashtextextended($1, 0))',
-    deleteRequestsBefore:
-      `DELETE FROM ${s}.requests WHERE (namespace, request_id) IN (SELECT namespace, request_id FROM ` +
-      `${s}.requests WHERE created_at < $1 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)`,
-
-    insertQuery: `${insertSql(queries, QUERY_COLUMNS)} ON CONFLICT DO NOTHING`,
-    getQuery: `${QUERY} WHERE id = $1`,
-    getQueryForUpdate: `${QUERY} WHERE id = $1 FOR UPDATE`,
-    queryExists: `SELECT 1 FROM ${queries} WHERE id = $1`,
-    deleteQuery: `DELETE FROM ${queries} WHERE id = $1`,
-
-    claimableWorkflowTasks:
-      `${RUN} WHERE namespace = $1 AND task_queue = $2 AND status = 'running' AND wft_phase = 'scheduled' ` +
-      'AND wft_visible_at <= $3 AND (sticky_worker IS NULL OR sticky_worker = $5 OR wft_visible_at <= $6) ' +
-      'ORDER BY wft_visible_at, seq LIMIT $4 FOR UPDATE SKIP LOCKED',
-    claimableActivities:
-      `${ACTIVITY} WHERE namespace = $1 AND task_queue = $2 AND phase = 'scheduled' AND NOT cancel_requested ` +
-      'AND visible_at <= $3 ORDER BY visible_at, run_id, scheduled_event_id LIMIT $4 FOR UPDATE SKIP LOCKED',
-    claimableQueries:
-      `${QUERY} WHERE namespace = $1 AND task_queue = $2 AND ${OPEN_QUERY} ORDER BY created_at, id LIMIT $4 ` +
-      'FOR UPDATE SKIP LOCKED',
-    dueTimers: `${TIMER} WHERE fire_at <= $1 ORDER BY fire_at, run_id, timer_key LIMIT $2 FOR UPDATE SKIP LOCKED`,
-    expiredWorkflowTasks:
-      `${RUN} WHERE status = 'running' AND wft_phase = 'started' AND wft_lease_expires_at <= $1 ` +
-      'ORDER BY wft_lease_expires_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED',
-    dueActivities:
-      `${ACTIVITY} WHERE deadline <= $1 ORDER BY deadline, run_id, scheduled_event_id LIMIT $2 ` +
-      'FOR UPDATE SKIP LOCKED',
-    // Each branch is an index-only min() over a partial index (see the migrations).
-    nextWakeTime:
-      'SELECT least(' +
-      `(SELECT min(fire_at) FROM ${timers}), ` +
-      `(SELECT min(deadline) FROM ${activities} WHERE deadline IS NOT NULL), ` +
-      `(SELECT min(visible_at) FROM ${activities} WHERE phase = 'scheduled' AND NOT cancel_requested), ` +
-      `(SELECT min(wft_visible_at) FROM ${runs} WHERE status = 'running' AND wft_phase = 'scheduled'), ` +
-      `(SELECT min(wft_lease_expires_at) FROM ${runs} WHERE status = 'running' AND wft_phase = 'started'), ` +
-      `(SELECT min(lease_expires_at) FROM ${queries} WHERE phase = 'claimed')) AS t`,
-    nextSweepTime:
-      'SELECT least(' +
-      `(SELECT min(fire_at) FROM ${timers}), ` +
-      `(SELECT min(deadline) FROM ${activities} WHERE deadline IS NOT NULL), ` +
-      `(SELECT min(wft_lease_expires_at) FROM ${runs} WHERE status = 'running' AND wft_phase = 'started')) AS t`,
-  };
-  const out = {} as { [K in keyof typeof sql]: Statement };
-  for (const [key, text] of Object.entries(sql)) {
-    (out as Record<string, Statement>)[key] = { name: `lh_${key}`, text };
-  }
-  return out;
-}
-
-export type PostgresStatements = ReturnType<typeof buildStatements>;

@@ -19,7 +19,7 @@ import {
   type PostgresNotificationStats,
   PostgresNotifications,
 } from './postgres-notifications.js';
-import { buildStatements, type PostgresStatements } from './postgres-rows.js';
+import { buildStatements, type PostgresStatements } from './postgres-statements.js';
 import { PatchStatements, type PgQueryable, type PgResult, PostgresTx } from './postgres-tx.js';
 
 /** The part of a `pg` pool client the store uses. */

@@ -19,7 +19,6 @@ import {
   type Columns,
   type EventRow,
   encodeAll,
-  type PostgresStatements,
   QUERY_COLUMNS,
   type QueryRow,
   quoteIdent,
@@ -36,6 +35,7 @@ import {
   type Statement,
   type TimerRow,
 } from './postgres-rows.js';
+import type { PostgresStatements } from './postgres-statements.js';
 
 /** What a `pg` query resolves to, as far as the adapter reads it. */
 export interface PgResult {

@@ -2,7 +2,7 @@ import Database from 'better-sqlite3';
 import { StoreError } from '../../common/errors.js';
 import { classifyStoreError, errorCode, isTransientStoreErrorClass } from '../errors.js';
 import type { SqliteHistoryLog } from './sqlite-history-log.js';
-import type { SqliteStatements } from './sqlite-rows.js';
+import type { SqliteStatements } from './sqlite-statements.js';
 import { type RunKeyCache, SqliteTx } from './sqlite-tx.js';
 
 /** Limits of one group (see `SqliteGroupCommit`). */

@@ -8,7 +8,8 @@ import {
   tailToChunkText,
   type ZlibCounters,
 } from './sqlite-history.js';
-import type { ChunkRow, ChunkSizeRow, SqliteStatements, TailHeadRow, TailRow } from './sqlite-rows.js';
+import type { ChunkRow, ChunkSizeRow, TailHeadRow, TailRow } from './sqlite-rows.js';
+import type { SqliteStatements } from './sqlite-statements.js';
 
 /** A run's last chunk takes the next compacted tail while its stored size is below this, in bytes. */
 const CHUNK_APPEND_LIMIT_BYTES = 1024;

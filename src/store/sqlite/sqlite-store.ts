@@ -16,7 +16,7 @@ import {
 import { DEFAULT_COMPACTOR_LIMITS, SqliteHistoryCompactor } from './sqlite-history-compactor.js';
 import { type HistoryStats, SqliteHistoryLog } from './sqlite-history-log.js';
 import { checkSchemaForClient, migrateSchema } from './sqlite-migrations.js';
-import { prepareStatements, type SqliteStatements } from './sqlite-rows.js';
+import { prepareStatements, type SqliteStatements } from './sqlite-statements.js';
 import { RunKeyCache, SqliteTx } from './sqlite-tx.js';
 
 /** Options of one SQLite store, as compiled from a connection string by `openStore`. */

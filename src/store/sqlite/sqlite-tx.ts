@@ -30,10 +30,10 @@ import {
   rowToRequest,
   rowToRun,
   rowToTimer,
-  type SqliteStatements,
   type SqlValue,
   type TimerRow,
 } from './sqlite-rows.js';
+import type { SqliteStatements } from './sqlite-statements.js';
 
 type Columns = Readonly<Record<string, readonly [string, (value: unknown) => SqlValue]>>;
 
