@@ -712,27 +712,25 @@ describe('transactions and locks', () => {
       { snapshot: false },
     );
     expect(seen).toEqual([1, 9]);
-    const probe = store.read(
+    // `now()` is the transaction's start: it equals the statement's start only outside a transaction block.
+    const autocommit = async (tx: unknown): Promise<unknown[]> =>
+      (
+        await (tx as { db: { query(q: { text: string }): Promise<{ rows: unknown[] }> } }).db.query({
+          text: 'SELECT now() = statement_timestamp() AS autocommit',
+        })
+      ).rows;
+    const probe = await store.read(
       async (tx) => {
         await tx.getRun('run-1');
-        // Outside a transaction block, the connection reports no transaction of its own.
-        return (
-          tx as unknown as { db: { query(q: { text: string }): Promise<{ rows: unknown[] }> } }
-        ).db.query({
-          text: 'SELECT now() = statement_timestamp() AS autocommit',
-        });
+        return autocommit(tx);
       },
       { snapshot: false },
     );
-    expect((await probe).rows).toEqual([{ autocommit: true }]);
+    expect(probe).toEqual([{ autocommit: true }]);
     const inBlock = await store.read(async (tx) => {
       await new Promise((resolve) => setTimeout(resolve, 5));
-      return (tx as unknown as { db: { query(q: { text: string }): Promise<{ rows: unknown[] }> } }).db.query(
-        {
-          text: 'SELECT now() = statement_timestamp() AS autocommit',
-        },
-      );
+      return autocommit(tx);
     });
-    expect(inBlock.rows).toEqual([{ autocommit: false }]);
+    expect(inBlock).toEqual([{ autocommit: false }]);
   });
 });

@@ -378,9 +378,8 @@ export class PostgresStore implements Store {
         if (thrown) return { kind: 'failed', error: thrown.error };
         return { kind: 'failed', error: failure(this.description, tx.abortedBy) };
       }
-      const commit = inTransaction ? await client.query(COMMIT) : { command: 'COMMIT' };
-      if (commit.command === 'ROLLBACK') {
-        // The server had aborted the transaction without this handle seeing an error (never expected).
+      // The server may have aborted the transaction without this handle seeing an error (never expected).
+      if (inTransaction && (await client.query(COMMIT)).command === 'ROLLBACK') {
         return { kind: 'failed', error: failure(this.description, new Error('COMMIT was rolled back')) };
       }
       this.counters.commits++;
