@@ -158,3 +158,40 @@ export function buildStatements(schema: string) {
 }
 
 export type PostgresStatements = ReturnType<typeof buildStatements>;
+
+/** Distinct patch shapes prepared by name; beyond this they run unnamed (the runtime uses a few dozen). */
+const PATCH_CACHE_LIMIT = 512;
+
+/**
+ * The `UPDATE ... SET <fields> WHERE <key>` statements of one store, by table and field set, named on
+ * first use so every connection prepares each shape once.
+ */
+export class PatchStatements {
+  private readonly cache = new Map<string, Statement>();
+  constructor(private readonly schema: string) {}
+
+  get(table: string, columns: readonly string[], where: WhereBuilder): Statement {
+    const signature = `${table}:${columns.join(',')}`;
+    let stmt = this.cache.get(signature);
+    if (!stmt) {
+      const sets = columns.map((c, i) => `${c} = $${i + 1}`).join(', ');
+      const n = columns.length;
+      const text = `UPDATE ${quoteIdent(this.schema)}.${table} SET ${sets} WHERE ${where(n)}`;
+      if (this.cache.size >= PATCH_CACHE_LIMIT) return { name: '', text };
+      stmt = { name: `lh_patch_${this.cache.size + 1}`, text };
+      this.cache.set(signature, stmt);
+    }
+    return stmt;
+  }
+}
+
+/** Builds the `WHERE` clause of a patch statement, given how many `SET` parameters come first. */
+export type WhereBuilder = (n: number) => string;
+
+/** `WHERE` clauses of the patch statements, given how many `SET` parameters come first. */
+function where(key: readonly string[]): (n: number) => string {
+  return (n) => key.map((c, i) => `${c} = $${n + i + 1}`).join(' AND ');
+}
+export const RUN_KEY = where(['run_id']);
+export const ACTIVITY_KEY = where(['run_id', 'scheduled_event_id']);
+export const QUERY_KEY = where(['id']);

@@ -19,8 +19,8 @@ import {
   type PostgresNotificationStats,
   PostgresNotifications,
 } from './postgres-notifications.js';
-import { buildStatements, type PostgresStatements } from './postgres-statements.js';
-import { PatchStatements, type PgQueryable, type PgResult, PostgresTx } from './postgres-tx.js';
+import { buildStatements, PatchStatements, type PostgresStatements } from './postgres-statements.js';
+import { type PgQueryable, type PgResult, PostgresTx } from './postgres-tx.js';
 
 /** The part of a `pg` pool client the store uses. */
 export interface PostgresPoolClient extends PgQueryable, MigrationClient {

@@ -21,7 +21,6 @@ import {
   encodeAll,
   QUERY_COLUMNS,
   type QueryRow,
-  quoteIdent,
   type RequestRow,
   RUN_COLUMNS,
   type RunRow,
@@ -35,7 +34,14 @@ import {
   type Statement,
   type TimerRow,
 } from './postgres-rows.js';
-import type { PostgresStatements } from './postgres-statements.js';
+import {
+  ACTIVITY_KEY,
+  type PatchStatements,
+  type PostgresStatements,
+  QUERY_KEY,
+  RUN_KEY,
+  type WhereBuilder,
+} from './postgres-statements.js';
 
 /** What a `pg` query resolves to, as far as the adapter reads it. */
 export interface PgResult {
@@ -56,43 +62,7 @@ export interface PgQueryable {
 const RUN_IDENTITY = ['runId', 'namespace', 'workflowId', 'startTime'];
 const ACTIVITY_IDENTITY = ['runId', 'namespace', 'workflowId', 'scheduledEventId', 'activityId'];
 const QUERY_PATCHABLE = new Set(['phase', 'leaseExpiresAt', 'result', 'failure']);
-/** Distinct patch shapes prepared by name; beyond this they run unnamed (the runtime uses a few dozen). */
-const PATCH_CACHE_LIMIT = 512;
 const SAVEPOINT = 'lh_savepoint';
-
-/**
- * The `UPDATE ... SET <fields> WHERE <key>` statements of one store, by table and field set, named on
- * first use so every connection prepares each shape once.
- */
-export class PatchStatements {
-  private readonly cache = new Map<string, Statement>();
-  constructor(private readonly schema: string) {}
-
-  get(table: string, columns: readonly string[], where: WhereBuilder): Statement {
-    const signature = `${table}:${columns.join(',')}`;
-    let stmt = this.cache.get(signature);
-    if (!stmt) {
-      const sets = columns.map((c, i) => `${c} = $${i + 1}`).join(', ');
-      const n = columns.length;
-      const text = `UPDATE ${quoteIdent(this.schema)}.${table} SET ${sets} WHERE ${where(n)}`;
-      if (this.cache.size >= PATCH_CACHE_LIMIT) return { name: '', text };
-      stmt = { name: `lh_patch_${this.cache.size + 1}`, text };
-      this.cache.set(signature, stmt);
-    }
-    return stmt;
-  }
-}
-
-/** Builds the `WHERE` clause of a patch statement, given how many `SET` parameters come first. */
-type WhereBuilder = (n: number) => string;
-
-/** `WHERE` clauses of the patch statements, given how many `SET` parameters come first. */
-function where(key: readonly string[]): (n: number) => string {
-  return (n) => key.map((c, i) => `${c} = $${n + i + 1}`).join(' AND ');
-}
-const RUN_KEY = where(['run_id']);
-const ACTIVITY_KEY = where(['run_id', 'scheduled_event_id']);
-const QUERY_KEY = where(['id']);
 
 /**
  * The transaction handle given to callbacks: one pooled connection inside `BEGIN ... COMMIT` (a `read`
