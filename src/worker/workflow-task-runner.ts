@@ -110,6 +110,7 @@ export class WorkflowTaskRunner {
       workflowId: task.workflowId,
       runId: task.runId,
       workerId: this.workerId,
+      token: task.token,
     });
     const fail = async (cause: WorkflowTaskFailedCause, failure: FailureInfo): Promise<void> => {
       this.cache.evict(task.runId);

@@ -62,6 +62,8 @@ interface HeldWorkflowTask {
   readonly runId: string;
   readonly workflowId: string;
   readonly attempt: number;
+  /** Its fencing token (what the worker's log lines about this task carry). */
+  readonly token: number;
   /** Its WorkflowTaskStarted (attempt 1 only; 0 otherwise). */
   readonly startedEventId: number;
   /** When its lease expires, by the database clock (ms since the epoch). */
@@ -279,7 +281,10 @@ describe('chaos: four workers on PostgreSQL, one killed every few seconds, one s
           const rejected = fleet
             .rejectionsOf(p.pid)
             .some(
-              (r) => r.runId === t.runId && String(r.message).startsWith('workflow task result rejected'),
+              (r) =>
+                r.runId === t.runId &&
+                r.token === t.token &&
+                String(r.message).startsWith('workflow task result rejected'),
             );
           const completedByZombie = completedBy(h, t, p.identity);
           expect(
@@ -375,7 +380,7 @@ async function pauseZombie(slot: WorkerSlot, probe: StoreProbe): Promise<Pause> 
   let resumedAt = 0;
   try {
     const workflowTasks = await probe.query<HeldWorkflowTask>(
-      `SELECT run_id AS "runId", workflow_id AS "workflowId", wft_attempt AS attempt,
+      `SELECT run_id AS "runId", workflow_id AS "workflowId", wft_attempt AS attempt, wft_token::int AS token,
               wft_started_event_id::int AS "startedEventId", wft_lease_expires_at::float8 AS "leaseExpiresAt"
          FROM $schema.runs WHERE status = 'running' AND wft_phase = 'started' AND wft_lease_owner = $1`,
       [identity],
