@@ -119,28 +119,23 @@ async function sweepWorkflowTaskLeases(ctx: RuntimeContext, sweeperId: string): 
 }
 
 async function sweepActivityDeadlines(ctx: RuntimeContext): Promise<number> {
-  const due = await inTransaction(ctx, (tx) => tx.findDueActivities(ctx.clock.now(), BATCH));
-  // Each in a transaction of its own that locks the run before the activity, the order of every
-  // transaction that touches both: holding the activity while waiting for its run could deadlock with
-  // a completion of that run. Re-checked under the locks: another node may have handled it meanwhile.
-  for (const found of due) {
-    await inTransaction(ctx, async (tx, wakes) => {
-      const now = ctx.clock.now();
-      const run = await tx.getRun(found.runId);
-      const a = await tx.getActivity(found.runId, found.scheduledEventId);
-      if (!a || a.deadline === null || a.deadline > now) return; // completed, or already handled
+  return inTransaction(ctx, async (tx, wakes) => {
+    const now = ctx.clock.now();
+    const due = await tx.findDueActivities(now, BATCH);
+    for (const a of due) {
       const timeoutType = expiredActivityTimeout(a, now);
       if (timeoutType === null) {
         // The stored deadline was conservative (e.g. a heartbeat raced it): store the true one.
         await tx.updateActivity(a.runId, a.scheduledEventId, { deadline: activityDeadline(a) });
-        return;
+        continue;
       }
       if (a.phase === 'started')
         wakes.add({ kind: 'activityCancel', runId: a.runId, scheduledEventId: a.scheduledEventId });
+      const run = await tx.getRun(a.runId);
       await applyActivityOutcome(tx, wakes, run, a, planActivityTimedOut(a, timeoutType, now), now);
-    });
-  }
-  return due.length;
+    }
+    return due.length;
+  });
 }
 
 /**
