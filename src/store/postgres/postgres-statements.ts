@@ -64,11 +64,7 @@ export function buildStatements(schema: string) {
     // `inserted` < the batch size means nothing was written unless a concurrent writer committed some
     // of the same ids meanwhile (then `inserted_ids` names the rows this statement wrote).
     appendEvents:
-      `WITH last AS (SELECT coalesce(max(event_id), 0) AS id FROM ${s}.events WHERE run_id = $1), ` +
-      `ins AS (INSERT INTO ${s}.events (run_id, event_id, type, time, attributes) ` +
-      'SELECT $1, $2 + u.ord - 1, u.type, u.time, u.attributes ' +
-      'FROM unnest($3::text[], $4::bigint[], $5::text[]) WITH ORDINALITY AS u(type, time, attributes, ord), last ' +
-      'WHERE last.id = $2 - 1 ON CONFLICT DO NOTHING RETURNING event_id) ' +
+      `WITH ${appendEventsEntries(s, 'last', 'ins')} ` +
       'SELECT last.id AS last_event_id, coalesce((SELECT array_agg(event_id) FROM ins), ' +
       "'{}'::bigint[]) AS inserted_ids FROM last",
     deleteEvents: `DELETE FROM ${s}.events WHERE run_id = $1 AND event_id = ANY($2::bigint[])`,
@@ -158,6 +154,27 @@ export function buildStatements(schema: string) {
 }
 
 export type PostgresStatements = ReturnType<typeof buildStatements>;
+
+/**
+ * The CTE entries of an append ($1 run id, $2 first event id, $3..$5 types, times, attributes): `last`
+ * reads the run's last event id, `ins` inserts the batch only directly after it and returns the ids it
+ * wrote (fewer than the batch: a concurrent writer committed some of them, or the append would gap).
+ */
+function appendEventsEntries(schema: string, last: string, ins: string): string {
+  return (
+    `${last} AS (SELECT coalesce(max(event_id), 0) AS id FROM ${schema}.events WHERE run_id = $1), ` +
+    `${ins} AS (INSERT INTO ${schema}.events (run_id, event_id, type, time, attributes) ` +
+    'SELECT $1, $2 + u.ord - 1, u.type, u.time, u.attributes ' +
+    `FROM unnest($3::text[], $4::bigint[], $5::text[]) WITH ORDINALITY AS u(type, time, attributes, ord), ${last} ` +
+    `WHERE ${last}.id = $2 - 1 ON CONFLICT DO NOTHING RETURNING event_id)`
+  );
+}
+
+/** An append as the CTE entries of a deferred write (see postgres-batch.ts): same parameters. */
+export function deferredAppendEvents(schema: string): (alias: string) => string {
+  const s = quoteIdent(schema);
+  return (alias) => appendEventsEntries(s, `${alias}_last`, alias);
+}
 
 /** Distinct patch shapes prepared by name; beyond this they run unnamed (the runtime uses a few dozen). */
 const PATCH_CACHE_LIMIT = 512;

@@ -1,6 +1,5 @@
 import { StoreError } from '../../common/errors.js';
 import type { HistoryEvent, NewEvent } from '../../common/events.js';
-import { classifyStoreError, errorCode, isTransientStoreErrorClass } from '../errors.js';
 import type {
   ActivityPatch,
   ActivityRecord,
@@ -16,7 +15,6 @@ import {
   ACTIVITY_COLUMNS,
   type ActivityRow,
   type BufferRow,
-  type Columns,
   type EventRow,
   encodeAll,
   QUERY_COLUMNS,
@@ -30,43 +28,22 @@ import {
   rowToRequest,
   rowToRun,
   rowToTimer,
-  type SqlValue,
-  type Statement,
   type TimerRow,
 } from './postgres-rows.js';
-import {
-  ACTIVITY_KEY,
-  type PatchStatements,
-  type PostgresStatements,
-  QUERY_KEY,
-  RUN_KEY,
-  type WhereBuilder,
-} from './postgres-statements.js';
-
-/** What a `pg` query resolves to, as far as the adapter reads it. */
-export interface PgResult {
-  readonly rows: unknown[];
-  readonly rowCount: number | null;
-  readonly command?: string;
-}
-
-/** The part of a `pg` client the transaction handle uses: named (prepared) parameterised queries. */
-export interface PgQueryable {
-  query(config: {
-    readonly name?: string;
-    readonly text: string;
-    readonly values?: readonly unknown[];
-  }): Promise<PgResult>;
-}
+import { ACTIVITY_KEY, QUERY_KEY, RUN_KEY } from './postgres-statements.js';
+import { PostgresTxBase } from './postgres-tx-base.js';
 
 const RUN_IDENTITY = ['runId', 'namespace', 'workflowId', 'startTime'];
 const ACTIVITY_IDENTITY = ['runId', 'namespace', 'workflowId', 'scheduledEventId', 'activityId'];
 const QUERY_PATCHABLE = new Set(['phase', 'leaseExpiresAt', 'result', 'failure']);
-const SAVEPOINT = 'lh_savepoint';
 
 /**
  * The transaction handle given to callbacks: one pooled connection inside `BEGIN ... COMMIT` (a `read`
- * handle: a read-only REPEATABLE READ snapshot). Each method is one round trip on the normal path.
+ * handle: a read-only REPEATABLE READ snapshot). Each method is one round trip on the normal path, except
+ * that with `deferWrites` the writes whose result the caller does not read are held back and sent as one
+ * statement before the next other statement or COMMIT (postgres-batch.ts). If such a batch does not
+ * succeed exactly as the immediate writes would have, `replayNeeded` is set: the store rolls back and
+ * re-runs the callback with immediate writes, so errors are reported at the call, as below.
  *
  * Errors: driver errors become StoreErrors. Duplicates are detected without raising a database error
  * (`ON CONFLICT DO NOTHING` plus a row count), so a caught DUPLICATE_KEY, DUPLICATE_OPEN_RUN,
@@ -77,26 +54,7 @@ const SAVEPOINT = 'lh_savepoint';
  * server and is remembered too, so the store never reports a commit for it. A handle cannot be used after
  * its callback settled (TX_ENDED). Patch fields whose value is `undefined` are left unchanged.
  */
-export class PostgresTx implements StoreTx {
-  /** The first transient driver error seen; the store re-runs the transaction when set. */
-  transientFault: unknown;
-  /** The first other driver error outside a savepoint: the server aborted the transaction. */
-  abortedBy: unknown;
-  private ended = false;
-
-  constructor(
-    private readonly db: PgQueryable,
-    private readonly st: PostgresStatements,
-    private readonly patches: PatchStatements,
-    private readonly writable: boolean,
-    private readonly where: string,
-    private readonly schema: string,
-  ) {}
-
-  end(): void {
-    this.ended = true;
-  }
-
+export class PostgresTx extends PostgresTxBase implements StoreTx {
   async getRun(runId: string): Promise<RunRecord | undefined> {
     const row = await this.one<RunRow>(this.locking(this.st.getRun, this.st.getRunForUpdate), [runId]);
     return row && rowToRun(row);
@@ -187,7 +145,12 @@ export class PostgresTx implements StoreTx {
 
   async insertRun(run: RunRecord): Promise<void> {
     this.checkWritable();
-    const result = await this.exec(this.st.insertRun, encodeAll(RUN_COLUMNS, run));
+    const values = encodeAll(RUN_COLUMNS, run);
+    // First in its batch: a run closed by an earlier write of this transaction must leave `runs_one_open`
+    // before the insert looks at it (sub-statements of one statement do not see each other's effects).
+    const write = this.write(`runs:${run.runId}`, this.st.insertRun, values, (n) => n === 1);
+    if (await this.deferWrite(write, true)) return;
+    const result = await this.exec(this.st.insertRun, values);
     if (result.rowCount === 1) return;
     // Nothing inserted: the run id exists, or (the partial unique index) its workflow id has a running run.
     if ((await this.exec(this.st.runExists, [run.runId])).rows.length > 0) {
@@ -222,13 +185,22 @@ export class PostgresTx implements StoreTx {
       );
     if (!Number.isSafeInteger(firstEventId) || firstEventId < 1) throw gap(Number.NaN);
     if (events.length === 0) return;
-    const result = await this.exec(this.st.appendEvents, [
+    const values = [
       runId,
       firstEventId,
       events.map((e) => e.type),
       events.map((e) => e.time),
       events.map((e) => JSON.stringify(e.attributes)),
-    ]);
+    ];
+    const deferred = {
+      key: `events:${runId}`,
+      shape: 'appendEvents',
+      sql: this.sql.deferredAppend,
+      values,
+      accepts: (n: number) => n === events.length,
+    };
+    if (await this.deferWrite(deferred)) return;
+    const result = await this.exec(this.st.appendEvents, values);
     const row = result.rows[0] as { last_event_id: number; inserted_ids: readonly (number | string)[] };
     const inserted = row.inserted_ids.map(Number);
     if (inserted.length === events.length) return;
@@ -244,22 +216,24 @@ export class PostgresTx implements StoreTx {
 
   async addBuffered(runId: string, event: NewEvent): Promise<void> {
     this.checkWritable();
-    await this.exec(this.st.insertBuffered, [
-      runId,
-      event.type,
-      event.time,
-      JSON.stringify(event.attributes),
-    ]);
+    const values = [runId, event.type, event.time, JSON.stringify(event.attributes)];
+    if (await this.deferAny(`buffer:${runId}`, this.st.insertBuffered, values)) return;
+    await this.exec(this.st.insertBuffered, values);
   }
 
   async deleteBuffered(runId: string, uptoSeq: number): Promise<void> {
     this.checkWritable();
-    await this.exec(this.st.deleteBuffered, [runId, uptoSeq]);
+    const values = [runId, uptoSeq];
+    if (await this.deferAny(`buffer:${runId}`, this.st.deleteBuffered, values)) return;
+    await this.exec(this.st.deleteBuffered, values);
   }
 
   async insertActivity(activity: ActivityRecord): Promise<void> {
     this.checkWritable();
-    const result = await this.exec(this.st.insertActivity, encodeAll(ACTIVITY_COLUMNS, activity));
+    const values = encodeAll(ACTIVITY_COLUMNS, activity);
+    const key = `activities:${activity.runId}:${activity.scheduledEventId}`;
+    if (await this.deferWrite(this.write(key, this.st.insertActivity, values, (n) => n === 1))) return;
+    const result = await this.exec(this.st.insertActivity, values);
     if (result.rowCount !== 1) {
       throw new StoreError(
         'DUPLICATE_KEY',
@@ -285,12 +259,17 @@ export class PostgresTx implements StoreTx {
 
   async deleteActivity(runId: string, scheduledEventId: number): Promise<void> {
     this.checkWritable();
-    await this.exec(this.st.deleteActivity, [runId, scheduledEventId]);
+    const values = [runId, scheduledEventId];
+    if (await this.deferAny(`activities:${runId}:${scheduledEventId}`, this.st.deleteActivity, values))
+      return;
+    await this.exec(this.st.deleteActivity, values);
   }
 
   async insertTimer(t: TimerRecord): Promise<void> {
     this.checkWritable();
     const values = [t.runId, t.timerKey, t.namespace, t.kind, t.fireAt, t.startedEventId];
+    const key = `timers:${t.runId}:${t.timerKey}`;
+    if (await this.deferWrite(this.write(key, this.st.insertTimer, values, (n) => n === 1))) return;
     if ((await this.exec(this.st.insertTimer, values)).rowCount !== 1) {
       throw new StoreError('DUPLICATE_KEY', `timer '${t.timerKey}' of run ${t.runId} already exists`);
     }
@@ -298,7 +277,9 @@ export class PostgresTx implements StoreTx {
 
   async deleteTimer(runId: string, timerKey: string): Promise<void> {
     this.checkWritable();
-    await this.exec(this.st.deleteTimer, [runId, timerKey]);
+    const values = [runId, timerKey];
+    if (await this.deferAny(`timers:${runId}:${timerKey}`, this.st.deleteTimer, values)) return;
+    await this.exec(this.st.deleteTimer, values);
   }
 
   async deleteRunState(runId: string): Promise<void> {
@@ -308,7 +289,9 @@ export class PostgresTx implements StoreTx {
 
   async putRequest(r: RequestRecord): Promise<void> {
     this.checkWritable();
-    await this.exec(this.st.putRequest, [r.namespace, r.requestId, r.kind, r.runId, r.createdAt]);
+    const values = [r.namespace, r.requestId, r.kind, r.runId, r.createdAt];
+    if (await this.deferAny(`requests:${r.namespace}:${r.requestId}`, this.st.putRequest, values)) return;
+    await this.exec(this.st.putRequest, values);
   }
 
   async deleteRequestsBefore(createdBefore: number, limit: number): Promise<number> {
@@ -318,7 +301,10 @@ export class PostgresTx implements StoreTx {
 
   async insertQuery(query: QueryRecord): Promise<void> {
     this.checkWritable();
-    if ((await this.exec(this.st.insertQuery, encodeAll(QUERY_COLUMNS, query))).rowCount !== 1) {
+    const values = encodeAll(QUERY_COLUMNS, query);
+    const key = `queries:${query.id}`;
+    if (await this.deferWrite(this.write(key, this.st.insertQuery, values, (n) => n === 1))) return;
+    if ((await this.exec(this.st.insertQuery, values)).rowCount !== 1) {
       throw new StoreError('DUPLICATE_KEY', `query ${query.id} already exists`);
     }
   }
@@ -335,6 +321,7 @@ export class PostgresTx implements StoreTx {
 
   async deleteQuery(id: string): Promise<void> {
     this.checkWritable();
+    if (await this.deferAny(`queries:${id}`, this.st.deleteQuery, [id])) return;
     await this.exec(this.st.deleteQuery, [id]);
   }
 
@@ -384,143 +371,12 @@ export class PostgresTx implements StoreTx {
     const stmt = this.st.dueActivities;
     return (await this.all<ActivityRow>(stmt, [now, limit])).map(rowToActivity);
   }
-
-  // ---- plumbing ----
-
-  /** The row-locking variant inside `transaction`, the plain one inside `read`. */
-  private locking(plain: Statement, forUpdate: Statement): Statement {
-    return this.writable ? forUpdate : plain;
-  }
-
-  private async one<R>(stmt: Statement, values: readonly unknown[]): Promise<R | undefined> {
-    return (await this.exec(stmt, values)).rows[0] as R | undefined;
-  }
-
-  private async all<R>(stmt: Statement, values: readonly unknown[]): Promise<R[]> {
-    return (await this.exec(stmt, values)).rows as R[];
-  }
-
-  private checkWritable(): void {
-    this.checkOpen();
-    if (!this.writable) {
-      throw new StoreError(
-        'READ_ONLY',
-        'this handle comes from Store.read(); write inside Store.transaction()',
-      );
-    }
-  }
-
-  private checkOpen(): void {
-    if (this.ended) {
-      throw new StoreError(
-        'TX_ENDED',
-        'this transaction already ended; use the handle only inside its callback',
-      );
-    }
-  }
-
-  /**
-   * Runs one statement. Refuses to send anything once the transaction is doomed (a transient fault: it
-   * will be re-run; an abort: the server would refuse anyway). `inSavepoint`: a constraint error is
-   * rolled back to the savepoint by the caller, so it does not abort the transaction.
-   */
-  private async exec(stmt: Statement, values: readonly unknown[], inSavepoint = false): Promise<PgResult> {
-    this.checkOpen();
-    if (this.transientFault !== undefined) throw retryError(this.transientFault);
-    if (this.abortedBy !== undefined) throw this.failure(this.abortedBy);
-    try {
-      return await this.db.query(
-        stmt.name ? { name: stmt.name, text: stmt.text, values } : { text: stmt.text, values },
-      );
-    } catch (err) {
-      const cls = classifyStoreError(err);
-      if (isTransientStoreErrorClass(cls)) {
-        this.transientFault ??= err;
-        throw retryError(err);
-      }
-      if (!(inSavepoint && cls === 'constraint')) this.abortedBy ??= err;
-      if (cls === 'constraint') {
-        throw new StoreError(
-          errorCode(err) === '23505' ? 'DUPLICATE_KEY' : 'CONSTRAINT_VIOLATION',
-          `${this.where}: ${messageOf(err)}`,
-          { cause: err },
-        );
-      }
-      throw this.failure(err);
-    }
-  }
-
-  private failure(err: unknown): StoreError {
-    return new StoreError(
-      'STORE_FAILURE',
-      `${this.where}: ${messageOf(err)} (${errorCode(err) ?? 'no code'})`,
-      {
-        cause: err,
-      },
-    );
-  }
-
-  private async patch(
-    table: string,
-    columns: Columns<never>,
-    identity: readonly string[],
-    key: WhereBuilder,
-    keyValues: readonly SqlValue[],
-    patch: object,
-    exists: Statement,
-    missing: () => StoreError,
-    guard?: { readonly savepoint: boolean; readonly constraint: () => StoreError },
-  ): Promise<void> {
-    this.checkWritable();
-    const names: string[] = [];
-    const values: SqlValue[] = [];
-    const all = columns as Readonly<Record<string, readonly [string, (v: unknown) => SqlValue]>>;
-    for (const [field, value] of Object.entries(patch)) {
-      if (value === undefined) continue;
-      const column = all[field];
-      if (!column || identity.includes(field)) {
-        throw new StoreError('INVALID_PATCH', `${table}: field '${field}' cannot be changed by a patch`);
-      }
-      names.push(column[0]);
-      values.push(column[1](value));
-    }
-    if (names.length === 0) {
-      if ((await this.exec(exists, keyValues)).rows.length === 0) throw missing();
-      return;
-    }
-    const stmt = this.patches.get(table, names, key);
-    const params = [...values, ...keyValues];
-    let result: PgResult;
-    if (guard?.savepoint) {
-      await this.exec({ name: '', text: `SAVEPOINT ${SAVEPOINT}` }, []);
-      try {
-        result = await this.exec(stmt, params, true);
-      } catch (err) {
-        if (!(err instanceof StoreError) || err.code !== 'DUPLICATE_KEY') throw err;
-        await this.exec({ name: '', text: `ROLLBACK TO SAVEPOINT ${SAVEPOINT}` }, []);
-        await this.exec({ name: '', text: `RELEASE SAVEPOINT ${SAVEPOINT}` }, []);
-        throw guard.constraint();
-      }
-      await this.exec({ name: '', text: `RELEASE SAVEPOINT ${SAVEPOINT}` }, []);
-    } else {
-      result = await this.exec(stmt, params);
-    }
-    if (result.rowCount === 0) throw missing();
-  }
 }
 
 function duplicateOpenRun(message: string): StoreError {
   return new StoreError('DUPLICATE_OPEN_RUN', message);
 }
 
-function retryError(cause: unknown): StoreError {
-  return new StoreError('STORE_RETRY', 'transient database fault; the transaction will be re-run', { cause });
-}
-
 function notFound(code: string, what: string): StoreError {
   return new StoreError(code, `${what} does not exist (it may have been deleted when its run closed)`);
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -1,0 +1,292 @@
+import { StoreError } from '../../common/errors.js';
+import { classifyStoreError, errorCode, isTransientStoreErrorClass } from '../errors.js';
+import { type BatchStatements, cteOf, type DeferredWrite, DeferredWrites } from './postgres-batch.js';
+import type { Columns, SqlValue, Statement } from './postgres-rows.js';
+import type { PatchStatements, PostgresStatements, WhereBuilder } from './postgres-statements.js';
+
+/** The SQL of one store: fixed statements, patch and batch shapes, the deferred form of an append. */
+export interface PostgresSql {
+  readonly st: PostgresStatements;
+  readonly patches: PatchStatements;
+  readonly batches: BatchStatements;
+  readonly deferredAppend: (alias: string) => string;
+}
+
+export interface PostgresTxOptions {
+  /** A `transaction` handle (else a `read` handle: writes are refused). */
+  readonly writable: boolean;
+  /** Hold back writes and send them together (see postgres-batch.ts); false: each write runs at once. */
+  readonly deferWrites: boolean;
+  /** The store's description, for errors. */
+  readonly where: string;
+  readonly schema: string;
+}
+
+/** What a `pg` query resolves to, as far as the adapter reads it. */
+export interface PgResult {
+  readonly rows: unknown[];
+  readonly rowCount: number | null;
+  readonly command?: string;
+}
+
+/** The part of a `pg` client the transaction handle uses: named (prepared) parameterised queries. */
+export interface PgQueryable {
+  query(config: {
+    readonly name?: string;
+    readonly text: string;
+    readonly values?: readonly unknown[];
+  }): Promise<PgResult>;
+}
+
+const SAVEPOINT = 'lh_savepoint';
+
+/**
+ * The statement plumbing of a transaction handle (see PostgresTx): sending statements, holding back and
+ * flushing deferred writes, patches, and remembering the faults that doom an attempt.
+ */
+export class PostgresTxBase {
+  /** The first transient driver error seen; the store re-runs the transaction when set. */
+  transientFault: unknown;
+  /** The first other driver error outside a savepoint: the server aborted the transaction. */
+  abortedBy: unknown;
+  /** Why a batch of deferred writes failed: the store re-runs the callback with immediate writes. */
+  replayNeeded: unknown;
+  private ended = false;
+  protected readonly st: PostgresStatements;
+  protected readonly writable: boolean;
+  private readonly where: string;
+  protected readonly schema: string;
+  private readonly deferred: DeferredWrites | undefined;
+
+  constructor(
+    protected readonly db: PgQueryable,
+    protected readonly sql: PostgresSql,
+    options: PostgresTxOptions,
+  ) {
+    this.st = sql.st;
+    this.writable = options.writable;
+    this.where = options.where;
+    this.schema = options.schema;
+    this.deferred = options.writable && options.deferWrites ? new DeferredWrites() : undefined;
+  }
+
+  end(): void {
+    this.ended = true;
+  }
+
+  /** The row-locking variant inside `transaction`, the plain one inside `read`. */
+  protected locking(plain: Statement, forUpdate: Statement): Statement {
+    return this.writable ? forUpdate : plain;
+  }
+
+  protected async one<R>(stmt: Statement, values: readonly unknown[]): Promise<R | undefined> {
+    return (await this.exec(stmt, values)).rows[0] as R | undefined;
+  }
+
+  protected async all<R>(stmt: Statement, values: readonly unknown[]): Promise<R[]> {
+    return (await this.exec(stmt, values)).rows as R[];
+  }
+
+  protected checkWritable(): void {
+    this.checkOpen();
+    if (!this.writable) {
+      throw new StoreError(
+        'READ_ONLY',
+        'this handle comes from Store.read(); write inside Store.transaction()',
+      );
+    }
+  }
+
+  private checkOpen(): void {
+    if (this.ended) {
+      throw new StoreError(
+        'TX_ENDED',
+        'this transaction already ended; use the handle only inside its callback',
+      );
+    }
+  }
+
+  /**
+   * Runs one statement, after the deferred writes (it may read what they wrote). Refuses to send
+   * anything once the transaction is doomed (a transient fault or a rejected batch: it will be re-run;
+   * an abort: the server would refuse anyway). `inSavepoint`: see `send`.
+   */
+  protected async exec(stmt: Statement, values: readonly unknown[], inSavepoint = false): Promise<PgResult> {
+    this.checkOpen();
+    await this.flush();
+    return this.send(stmt, values, inSavepoint ? 'savepoint' : 'plain');
+  }
+
+  /**
+   * Sends the deferred writes, if any, as one statement (postgres-batch.ts). The store calls it once
+   * more after the callback, before COMMIT. A batch that does not succeed exactly as its writes would
+   * have one by one sets `replayNeeded` and throws STORE_RETRY.
+   */
+  async flush(): Promise<void> {
+    const writes = this.deferred?.take();
+    if (!writes || writes.length === 0) return;
+    const stmt = this.sql.batches.get(writes);
+    const row = (
+      await this.send(
+        stmt,
+        writes.flatMap((w) => w.values),
+        'batch',
+      )
+    ).rows[0] as Record<string, number> | undefined;
+    const rejected = writes.findIndex((w, i) => !w.accepts(row?.[`c${i}`] ?? -1));
+    if (rejected >= 0) {
+      this.replayNeeded ??= new Error(
+        `deferred write ${rejected} (${writes[rejected]?.key}) returned ${row?.[`c${rejected}`]} rows`,
+      );
+      throw replayError(this.replayNeeded);
+    }
+  }
+
+  /**
+   * Holds `write` back if this handle defers writes, flushing first a batch that touches its rows, or
+   * any batch if `first` (the write must see the effects of every earlier one).
+   */
+  protected async deferWrite(write: DeferredWrite, first = false): Promise<boolean> {
+    if (!this.deferred) return false;
+    this.checkUsable();
+    if (!this.deferred.accepts(write.key) || (first && this.deferred.size > 0)) await this.flush();
+    this.deferred.add(write);
+    return true;
+  }
+
+  /** Defers a write that the immediate call accepts whatever it touched. */
+  protected deferAny(key: string, stmt: Statement, values: readonly unknown[]): Promise<boolean> {
+    return this.deferWrite(this.write(key, stmt, values, () => true));
+  }
+
+  protected write(
+    key: string,
+    stmt: Statement,
+    values: readonly unknown[],
+    accepts: (rows: number) => boolean,
+  ): DeferredWrite {
+    return { key, shape: stmt.name || stmt.text, sql: cteOf(stmt), values, accepts };
+  }
+
+  /** Throws if an earlier statement doomed this attempt. */
+  private checkUsable(): void {
+    if (this.transientFault !== undefined) throw retryError(this.transientFault);
+    if (this.replayNeeded !== undefined) throw replayError(this.replayNeeded);
+    if (this.abortedBy !== undefined) throw this.failure(this.abortedBy);
+  }
+
+  /**
+   * One statement. `batch`: deferred writes, whose non-transient errors mean "re-run with immediate
+   * writes" (the error will surface at its call there); `savepoint`: a constraint error is rolled back
+   * to the savepoint by the caller, so it does not abort the transaction.
+   */
+  private async send(
+    stmt: Statement,
+    values: readonly unknown[],
+    kind: 'plain' | 'savepoint' | 'batch',
+  ): Promise<PgResult> {
+    this.checkUsable();
+    try {
+      return await this.db.query(
+        stmt.name ? { name: stmt.name, text: stmt.text, values } : { text: stmt.text, values },
+      );
+    } catch (err) {
+      const cls = classifyStoreError(err);
+      if (isTransientStoreErrorClass(cls)) {
+        this.transientFault ??= err;
+        throw retryError(err);
+      }
+      if (kind === 'batch') {
+        this.replayNeeded ??= err;
+        throw replayError(err);
+      }
+      if (!(kind === 'savepoint' && cls === 'constraint')) this.abortedBy ??= err;
+      if (cls === 'constraint') {
+        throw new StoreError(
+          errorCode(err) === '23505' ? 'DUPLICATE_KEY' : 'CONSTRAINT_VIOLATION',
+          `${this.where}: ${messageOf(err)}`,
+          { cause: err },
+        );
+      }
+      throw this.failure(err);
+    }
+  }
+
+  private failure(err: unknown): StoreError {
+    return new StoreError(
+      'STORE_FAILURE',
+      `${this.where}: ${messageOf(err)} (${errorCode(err) ?? 'no code'})`,
+      {
+        cause: err,
+      },
+    );
+  }
+
+  protected async patch(
+    table: string,
+    columns: Columns<never>,
+    identity: readonly string[],
+    key: WhereBuilder,
+    keyValues: readonly SqlValue[],
+    patch: object,
+    exists: Statement,
+    missing: () => StoreError,
+    guard?: { readonly savepoint: boolean; readonly constraint: () => StoreError },
+  ): Promise<void> {
+    this.checkWritable();
+    const names: string[] = [];
+    const values: SqlValue[] = [];
+    const all = columns as Readonly<Record<string, readonly [string, (v: unknown) => SqlValue]>>;
+    for (const [field, value] of Object.entries(patch)) {
+      if (value === undefined) continue;
+      const column = all[field];
+      if (!column || identity.includes(field)) {
+        throw new StoreError('INVALID_PATCH', `${table}: field '${field}' cannot be changed by a patch`);
+      }
+      names.push(column[0]);
+      values.push(column[1](value));
+    }
+    if (names.length === 0) {
+      if ((await this.exec(exists, keyValues)).rows.length === 0) throw missing();
+      return;
+    }
+    const stmt = this.sql.patches.get(table, names, key);
+    const params = [...values, ...keyValues];
+    if (!guard?.savepoint) {
+      const write = this.write(`${table}:${keyValues.join(':')}`, stmt, params, (n) => n > 0);
+      if (await this.deferWrite(write)) return;
+    }
+    let result: PgResult;
+    if (guard?.savepoint) {
+      await this.exec({ name: '', text: `SAVEPOINT ${SAVEPOINT}` }, []);
+      try {
+        result = await this.exec(stmt, params, true);
+      } catch (err) {
+        if (!(err instanceof StoreError) || err.code !== 'DUPLICATE_KEY') throw err;
+        await this.exec({ name: '', text: `ROLLBACK TO SAVEPOINT ${SAVEPOINT}` }, []);
+        await this.exec({ name: '', text: `RELEASE SAVEPOINT ${SAVEPOINT}` }, []);
+        throw guard.constraint();
+      }
+      await this.exec({ name: '', text: `RELEASE SAVEPOINT ${SAVEPOINT}` }, []);
+    } else {
+      result = await this.exec(stmt, params);
+    }
+    if (result.rowCount === 0) throw missing();
+  }
+}
+
+function replayError(cause: unknown): StoreError {
+  return new StoreError(
+    'STORE_RETRY',
+    'a batch of deferred writes was rejected; the transaction will be re-run with immediate writes',
+    { cause },
+  );
+}
+
+function retryError(cause: unknown): StoreError {
+  return new StoreError('STORE_RETRY', 'transient database fault; the transaction will be re-run', { cause });
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,218 @@
+/**
+ * Deferred writes of the PostgreSQL store (src/store/postgres/postgres-batch.ts): writes whose result the
+ * caller does not read go to the server together, as one statement, before the next statement that must
+ * run at once or before COMMIT; a batch that does not succeed exactly as the writes one by one would have
+ * is rolled back and the callback re-run with immediate writes, so errors still surface at their call.
+ */
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { StoreError } from '../../src/common/errors.js';
+import { activity, marker, run, timer } from '../../src/store/conformance/records.js';
+import { openStore } from '../../src/store/open-store.js';
+import { BatchStatements, cteOf, renumber } from '../../src/store/postgres/postgres-batch.js';
+import type { PostgresStore } from '../../src/store/postgres/postgres-store.js';
+import { adminQuery, dropSchema, storeUrl, testSchema } from './fixtures/postgres.js';
+
+describe('batch statements', () => {
+  it('renumbers placeholders, leaving quoted identifiers and literals alone', () => {
+    expect(renumber(`UPDATE "a$1"."t" SET x = $1, y = '$2' WHERE id = $2`, 5)).toBe(
+      `UPDATE "a$1"."t" SET x = $6, y = '$2' WHERE id = $7`,
+    );
+    expect(renumber('DELETE FROM t WHERE a = $1', 0)).toBe('DELETE FROM t WHERE a = $1');
+  });
+
+  it('builds one statement per sequence of shapes, numbering each write after the ones before', () => {
+    const batches = new BatchStatements();
+    const del = { name: 'd', text: 'DELETE FROM t WHERE a = $1 AND b = $2' };
+    const upd = { name: 'u', text: 'UPDATE r SET x = $1 WHERE id = $2' };
+    const write = (stmt: typeof del, values: unknown[]) => ({
+      key: `${stmt.name}:${values.join()}`,
+      shape: stmt.name,
+      sql: cteOf(stmt),
+      values,
+      accepts: () => true,
+    });
+    const first = batches.get([write(del, [1, 2]), write(upd, [3, 4])]);
+    expect(first.text).toBe(
+      'WITH w0 AS (DELETE FROM t WHERE a = $1 AND b = $2 RETURNING 1), ' +
+        'w1 AS (UPDATE r SET x = $3 WHERE id = $4 RETURNING 1) ' +
+        'SELECT (SELECT count(*) FROM w0)::int AS c0, (SELECT count(*) FROM w1)::int AS c1',
+    );
+    // Same shapes, other values: the same (prepared) statement; another order is another statement.
+    expect(batches.get([write(del, [5, 6]), write(upd, [7, 8])])).toBe(first);
+    expect(batches.get([write(upd, [1, 2]), write(del, [3, 4])]).name).not.toBe(first.name);
+  });
+});
+
+describe('deferred writes on PostgreSQL', () => {
+  let schema: string;
+  let store: PostgresStore;
+  /** Statements sent by the store's connections while `count` is on, by their first words. */
+  let sent: string[] | undefined;
+  const proto = pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown };
+  const query = proto.query;
+
+  beforeAll(async () => {
+    schema = testSchema();
+    store = (await openStore(storeUrl(schema), { mode: 'node' })) as PostgresStore;
+    proto.query = function (this: unknown, ...args: unknown[]) {
+      const first = args[0] as string | { text: string };
+      sent?.push((typeof first === 'string' ? first : first.text).split(' ').slice(0, 2).join(' '));
+      return query.apply(this, args);
+    };
+  });
+  afterAll(async () => {
+    proto.query = query;
+    await store.close();
+    await dropSchema(schema);
+  });
+  afterEach(async () => {
+    sent = undefined;
+    await adminQuery(
+      `TRUNCATE ${['runs', 'events', 'buffer', 'activities', 'timers', 'requests', 'queries']
+        .map((t) => `"${schema}".${t}`)
+        .join(', ')}`,
+    );
+  });
+
+  async function counted<T>(fn: () => Promise<T>): Promise<{ value: T; statements: string[] }> {
+    sent = [];
+    try {
+      const value = await fn();
+      return { value, statements: sent };
+    } finally {
+      sent = undefined;
+    }
+  }
+
+  it("a step's writes (delete, append, update, insert) go in one statement between the reads and COMMIT", async () => {
+    await store.transaction(async (tx) => {
+      await tx.insertRun(run());
+      await tx.insertActivity(activity({ scheduledEventId: 5 }));
+    });
+    const before = store.stats().replays;
+    const { statements } = await counted(() =>
+      store.transaction(async (tx) => {
+        const r = await tx.getRun('run-1');
+        await tx.listActivities('run-1');
+        await tx.deleteActivity('run-1', 5);
+        await tx.appendEvents('run-1', r?.nextEventId ?? 0, [marker(1), marker(2)]);
+        await tx.updateRun('run-1', { nextEventId: 3 });
+        await tx.insertActivity(activity({ scheduledEventId: 6, activityId: '2' }));
+      }),
+    );
+    expect(statements).toHaveLength(5);
+    expect(statements[0]).toMatch(/^BEGIN/);
+    expect(statements.slice(1, 3).map((s) => s.split(' ')[0])).toEqual(['SELECT', 'SELECT']);
+    expect(statements[3]).toBe('WITH w0');
+    expect(statements[4]).toBe('COMMIT');
+    expect(store.stats().replays).toBe(before);
+    const after = await store.read(async (tx) => ({
+      run: await tx.getRun('run-1'),
+      events: await tx.readEvents('run-1'),
+      activities: await tx.listActivities('run-1'),
+    }));
+    expect(after.run?.nextEventId).toBe(3);
+    expect(after.events.map((e) => e.eventId)).toEqual([1, 2]);
+    expect(after.activities.map((a) => a.scheduledEventId)).toEqual([6]);
+  });
+
+  it('a read inside the transaction sees the writes held back before it', async () => {
+    const seen = await store.transaction(async (tx) => {
+      await tx.insertRun(run());
+      await tx.updateRun('run-1', { nextEventId: 7 });
+      await tx.insertTimer(timer());
+      return { run: await tx.getRun('run-1'), timers: await tx.listTimers('run-1') };
+    });
+    expect(seen.run?.nextEventId).toBe(7);
+    expect(seen.timers.map((t) => t.timerKey)).toEqual(['t1']);
+  });
+
+  it('two writes of the same rows keep their order (never one statement): the last one wins', async () => {
+    const before = store.stats().replays;
+    await store.transaction(async (tx) => {
+      await tx.insertRun(run());
+      await tx.updateRun('run-1', { nextEventId: 4 });
+      await tx.updateRun('run-1', { nextEventId: 9 });
+      await tx.insertActivity(activity({ scheduledEventId: 5 }));
+      await tx.deleteActivity('run-1', 5);
+      await tx.appendEvents('run-1', 1, [marker(1)]);
+      await tx.appendEvents('run-1', 2, [marker(2)]);
+    });
+    const after = await store.read(async (tx) => ({
+      run: await tx.getRun('run-1'),
+      events: await tx.readEvents('run-1'),
+      activities: await tx.listActivities('run-1'),
+    }));
+    expect(after.run?.nextEventId).toBe(9);
+    expect(after.activities).toEqual([]);
+    expect(after.events.map((e) => e.eventId)).toEqual([1, 2]);
+    expect(store.stats().replays).toBe(before);
+  });
+
+  it('closing a run and starting the next of its workflow id in one transaction needs no replay', async () => {
+    await store.transaction((tx) => tx.insertRun(run()));
+    const before = store.stats().replays;
+    await store.transaction(async (tx) => {
+      await tx.getRun('run-1');
+      await tx.updateRun('run-1', { status: 'completed', closeTime: 5 });
+      await tx.insertRun(run({ runId: 'run-2' }));
+      await tx.appendEvents('run-2', 1, [marker(1)]);
+    });
+    const open = await store.read((tx) => tx.findOpenRun('default', 'wf-1'));
+    expect(open?.runId).toBe('run-2');
+    expect(store.stats().replays).toBe(before);
+  });
+
+  it('a rejected deferred write is re-run with immediate writes: its error surfaces at its call', async () => {
+    await store.transaction(async (tx) => {
+      await tx.insertRun(run());
+      await tx.insertActivity(activity({ scheduledEventId: 5 }));
+    });
+    const before = store.stats().replays;
+    const calls: string[] = [];
+    const outcome = await store.transaction(async (tx) => {
+      await tx.updateRun('run-1', { nextEventId: 2 });
+      try {
+        await tx.insertActivity(activity({ scheduledEventId: 5 }));
+        calls.push('inserted');
+      } catch (err) {
+        calls.push((err as StoreError).code);
+      }
+      await tx.updateRun('run-1', { nextEventId: 3 });
+      return 'done';
+    });
+    expect(outcome).toBe('done');
+    // First attempt: the duplicate went unnoticed until the batch; the re-run reports it at the call.
+    expect(calls).toEqual(['inserted', 'DUPLICATE_KEY']);
+    expect(store.stats().replays).toBe(before + 1);
+    expect((await store.read((tx) => tx.getRun('run-1')))?.nextEventId).toBe(3);
+  });
+
+  it('a missing row and an append that would conflict are reported at the call too, and nothing is written', async () => {
+    await store.transaction(async (tx) => {
+      await tx.insertRun(run());
+      await tx.appendEvents('run-1', 1, [marker(1)]);
+    });
+    const missing = await store
+      .transaction(async (tx) => {
+        await tx.updateRun('run-1', { nextEventId: 5 });
+        await tx.updateActivity('run-1', 99, { attempt: 2 });
+      })
+      .catch((e: unknown) => e);
+    expect((missing as StoreError).code).toBe('ACTIVITY_NOT_FOUND');
+    const conflict = await store
+      .transaction(async (tx) => {
+        await tx.updateRun('run-1', { nextEventId: 6 });
+        await tx.appendEvents('run-1', 1, [marker(9)]);
+      })
+      .catch((e: unknown) => e);
+    expect((conflict as StoreError).code).toBe('EVENT_CONFLICT');
+    const after = await store.read(async (tx) => ({
+      run: await tx.getRun('run-1'),
+      events: await tx.readEvents('run-1'),
+    }));
+    expect(after.run?.nextEventId).toBe(1);
+    expect(after.events.map((e) => e.attributes)).toEqual([marker(1).attributes]);
+  });
+});
