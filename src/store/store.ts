@@ -273,9 +273,15 @@ export interface StoreTx extends StoreReader {
     now: number,
     limit: number,
   ): Promise<QueryRecord[]>;
+  /**
+   * Timers with fireAt <= now, earliest first. Where the store locks rows, each timer's run is locked
+   * too, and a timer whose run another transaction holds is skipped: the sweep goes on to write the run,
+   * and must not wait for it while holding the timer (a commit holding the run may want the timer).
+   * Timers and activities always belong to an existing run; a store may ignore one that does not.
+   */
   findDueTimers(now: number, limit: number): Promise<TimerRecord[]>;
   /** Running runs whose workflow task is started and whose lease expired. */
   findExpiredWorkflowTasks(now: number, limit: number): Promise<RunRecord[]>;
-  /** Activities whose deadline <= now. */
+  /** Activities whose deadline <= now, earliest first; their runs are locked as `findDueTimers` says. */
   findDueActivities(now: number, limit: number): Promise<ActivityRecord[]>;
 }

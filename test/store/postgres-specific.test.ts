@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { StoreError, ValidationError } from '../../src/common/errors.js';
 import { jsonLogger } from '../../src/common/logger.js';
-import { activity, marker, run, signal, T0 } from '../../src/store/conformance/records.js';
+import { activity, marker, run, signal, T0, timer } from '../../src/store/conformance/records.js';
 import { classifyStoreError, isTransientStoreErrorClass } from '../../src/store/errors.js';
 import { openStore, parsePostgresConnection } from '../../src/store/open-store.js';
 import {
@@ -504,6 +504,48 @@ describe('transactions and locks', () => {
     expect(store.stats().retries).toBe(1);
     expect(await counter(store, 'a')).toBe(2);
     expect(await counter(store, 'b')).toBe(2);
+  });
+
+  it('the due sweeps skip a timer or activity whose run another transaction holds, so a sweep never waits for a run while holding its rows', async () => {
+    const store = await storeFor('lh_sweep_order', { options: '-c deadlock_timeout=50' });
+    await store.transaction(async (tx) => {
+      await tx.insertRun(run());
+      await tx.insertActivity(activity({ scheduledEventId: 5, phase: 'started', deadline: T0 }));
+      await tx.insertTimer(timer({ fireAt: T0 }));
+    });
+    const retries = store.stats().retries;
+    const holding = deferred();
+    const found = deferred();
+    // A workflow task's commit takes the run, then the run's activities.
+    const commit = store.transaction(async (tx) => {
+      await tx.getRun('run-1');
+      holding.resolve();
+      await found.promise;
+      return (await tx.listActivities('run-1')).length;
+    });
+    await holding.promise;
+    // A sweep meanwhile: finds due rows, then takes each one's run (with rows locked before their run,
+    // this and the commit would wait for each other: a deadlock, broken after deadlock_timeout).
+    const swept = await within(
+      store.transaction(async (tx) => {
+        const timers = await tx.findDueTimers(T0 + 1, 10);
+        const activities = await tx.findDueActivities(T0 + 1, 10);
+        found.resolve();
+        for (const row of [...timers, ...activities]) await tx.getRun(row.runId);
+        return { timers: timers.length, activities: activities.length };
+      }),
+      20_000,
+      'the sweep',
+    );
+    expect(swept).toEqual({ timers: 0, activities: 0 });
+    expect(await within(commit, 20_000, 'the commit')).toBe(1);
+    expect(store.stats().retries).toBe(retries);
+    // Once the run is free, the same sweep finds both.
+    const later = await store.transaction(async (tx) => [
+      (await tx.findDueTimers(T0 + 1, 10)).map((t) => t.timerKey),
+      (await tx.findDueActivities(T0 + 1, 10)).map((a) => a.scheduledEventId),
+    ]);
+    expect(later).toEqual([['t1'], [5]]);
   });
 
   it('a serialization failure (40001) is classified transient, and a transaction failing with it is re-run', async () => {

@@ -102,6 +102,9 @@ export function describeClaimsAndSweeps(s: SuiteContext): void {
 
     it('findDueTimers: fireAt <= now across namespaces, earliest first, limited', async () => {
       await tx(async (t) => {
+        // Timers and activities always belong to a run (the runtime writes them for a run it holds).
+        await t.insertRun(run());
+        await t.insertRun(run({ runId: 'r2', workflowId: 'w2', namespace: 'ns2' }));
         await t.insertTimer(timer({ timerKey: 'c', fireAt: T0 + 30 }));
         await t.insertTimer(timer({ timerKey: 'b', fireAt: T0 + 20, namespace: 'ns2', runId: 'r2' }));
         await t.insertTimer(timer({ timerKey: 'a', fireAt: T0 + 10 }));
@@ -140,6 +143,8 @@ export function describeClaimsAndSweeps(s: SuiteContext): void {
 
     it('findDueActivities: deadline <= now, earliest first, limited', async () => {
       await tx(async (t) => {
+        await t.insertRun(run());
+        await t.insertRun(run({ runId: 'r2', workflowId: 'w2', namespace: 'n2' }));
         await t.insertActivity(activity({ scheduledEventId: 1, deadline: T0 + 20, phase: 'started' }));
         await t.insertActivity(activity({ scheduledEventId: 2, deadline: T0 + 10 }));
         await t.insertActivity(activity({ scheduledEventId: 3, deadline: null }));

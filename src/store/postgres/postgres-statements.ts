@@ -124,13 +124,20 @@ export function buildStatements(schema: string) {
     claimableQueries:
       `${QUERY} WHERE namespace = $1 AND task_queue = $2 AND ${OPEN_QUERY} ORDER BY created_at, id LIMIT $4 ` +
       'FOR UPDATE SKIP LOCKED',
-    dueTimers: `${TIMER} WHERE fire_at <= $1 ORDER BY fire_at, run_id, timer_key LIMIT $2 FOR UPDATE SKIP LOCKED`,
+    // The due sweeps lock each row's run too (skipping the row if either is taken): the sweep then
+    // writes the run, and waiting for the run while holding the timer or activity would be the reverse
+    // of the order a workflow task's commit takes them in (run, then its timers and activities), a
+    // deadlock. Every timer and activity has its run (runs are never deleted).
+    dueTimers:
+      `SELECT ${columnList(TIMER_COLUMNS, 't.')} FROM ${timers} t JOIN ${runs} r ON r.run_id = t.run_id ` +
+      'WHERE t.fire_at <= $1 ORDER BY t.fire_at, t.run_id, t.timer_key LIMIT $2 FOR UPDATE OF t, r SKIP LOCKED',
     expiredWorkflowTasks:
       `${RUN} WHERE status = 'running' AND wft_phase = 'started' AND wft_lease_expires_at <= $1 ` +
       'ORDER BY wft_lease_expires_at, seq LIMIT $2 FOR UPDATE SKIP LOCKED',
     dueActivities:
-      `${ACTIVITY} WHERE deadline <= $1 ORDER BY deadline, run_id, scheduled_event_id LIMIT $2 ` +
-      'FOR UPDATE SKIP LOCKED',
+      `SELECT ${columnList(ACTIVITY_COLUMNS, 'a.')} FROM ${activities} a JOIN ${runs} r ON r.run_id = a.run_id ` +
+      'WHERE a.deadline <= $1 ORDER BY a.deadline, a.run_id, a.scheduled_event_id LIMIT $2 ' +
+      'FOR UPDATE OF a, r SKIP LOCKED',
     // Each branch is an index-only min() over a partial index (see the migrations).
     nextWakeTime:
       'SELECT least(' +
