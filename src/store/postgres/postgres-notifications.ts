@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Logger } from '../../common/logger.js';
 import { classifyStoreError, errorCode } from '../errors.js';
 import type { StoreNotifications } from '../store.js';
+import { asError, messageOf } from './postgres-errors.js';
 import type { PostgresPool, PostgresPoolClient } from './postgres-store.js';
 
 /**
@@ -534,12 +535,4 @@ async function within(promise: Promise<void>, ms: number): Promise<void> {
 /** Like setTimeout, but never keeps the process alive. */
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
-}
-
-function asError(err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err));
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -2,14 +2,10 @@ import pg from 'pg';
 import { StoreError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import { silentLogger } from '../../common/logger.js';
-import {
-  classifyStoreError,
-  errorCode,
-  isTransientStoreErrorClass,
-  type StoreErrorClass,
-} from '../errors.js';
+import { classifyStoreError, errorCode, isTransientStoreErrorClass } from '../errors.js';
 import type { ReadOptions, Store, StoreCapabilities, StoreReader, StoreTx } from '../store.js';
 import { BatchStatements } from './postgres-batch.js';
+import { asError, closedError, failure, retriesExhausted, unavailable } from './postgres-errors.js';
 import {
   checkPostgresSchemaForClient,
   type MigrationClient,
@@ -460,46 +456,4 @@ function backoffMs(attempt: number): number {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function asError(err: unknown): Error {
-  return err instanceof Error ? err : new Error(String(err));
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-function closedError(where: string): StoreError {
-  return new StoreError('STORE_CLOSED', `${where} is closed; open a new Store to keep using it`);
-}
-
-function unavailable(where: string, err: unknown): StoreError {
-  return new StoreError(
-    'STORE_UNAVAILABLE',
-    `cannot connect to ${where}: ${messageOf(err)}; check that PostgreSQL is running and reachable, and the ` +
-      'user, database and credentials of the connection string',
-    { cause: err },
-  );
-}
-
-function failure(where: string, err: unknown): StoreError {
-  if (err instanceof StoreError) return err;
-  return new StoreError('STORE_FAILURE', `${where}: ${messageOf(err)} (${errorCode(err) ?? 'no code'})`, {
-    cause: err,
-  });
-}
-
-function retriesExhausted(where: string, budgetMs: number, cls: StoreErrorClass, cause: unknown): StoreError {
-  const why =
-    cls === 'connectionLost'
-      ? 'kept losing its connection (is PostgreSQL restarting or unreachable?)'
-      : cls === 'busy'
-        ? 'kept finding the server busy'
-        : `kept failing with ${cls === 'deadlock' ? 'deadlocks' : 'serialization failures'} (heavy contention on the same rows)`;
-  return new StoreError(
-    'STORE_UNAVAILABLE',
-    `a transaction on ${where} ${why} for ${budgetMs} ms: ${messageOf(cause)}. It was not committed; retry it later.`,
-    { cause },
-  );
 }

@@ -1,6 +1,7 @@
 import { StoreError } from '../../common/errors.js';
 import { classifyStoreError, errorCode, isTransientStoreErrorClass } from '../errors.js';
 import { type BatchStatements, cteOf, type DeferredWrite, DeferredWrites } from './postgres-batch.js';
+import { failure, messageOf } from './postgres-errors.js';
 import type { Columns, SqlValue, Statement } from './postgres-rows.js';
 import type { PatchStatements, PostgresStatements, WhereBuilder } from './postgres-statements.js';
 
@@ -213,13 +214,7 @@ export class PostgresTxBase {
   }
 
   private failure(err: unknown): StoreError {
-    return new StoreError(
-      'STORE_FAILURE',
-      `${this.where}: ${messageOf(err)} (${errorCode(err) ?? 'no code'})`,
-      {
-        cause: err,
-      },
-    );
+    return failure(this.where, err);
   }
 
   protected async patch(
@@ -285,8 +280,4 @@ function replayError(cause: unknown): StoreError {
 
 function retryError(cause: unknown): StoreError {
   return new StoreError('STORE_RETRY', 'transient database fault; the transaction will be re-run', { cause });
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
