@@ -42,9 +42,9 @@ export class DeferredWrites {
     return this.writes.length;
   }
 
-  /** Whether a write with this key may join the batch (no write of it touches the same rows). */
-  accepts(key: string): boolean {
-    return !this.keys.has(key);
+  /** Whether a write of the batch touches the rows named by `key` (then another may not join it). */
+  touches(key: string): boolean {
+    return this.keys.has(key);
   }
 
   add(write: DeferredWrite): void {

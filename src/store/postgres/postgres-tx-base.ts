@@ -60,7 +60,7 @@ export class PostgresTxBase {
   private readonly deferred: DeferredWrites | undefined;
 
   constructor(
-    protected readonly db: PgQueryable,
+    private readonly db: PgQueryable,
     protected readonly sql: PostgresSql,
     options: PostgresTxOptions,
   ) {
@@ -150,30 +150,33 @@ export class PostgresTxBase {
   protected async deferWrite(write: DeferredWrite, first = false): Promise<boolean> {
     if (!this.deferred) return false;
     this.checkUsable();
-    if (!this.deferred.accepts(write.key) || (first && this.deferred.size > 0)) await this.flush();
+    if (this.deferred.touches(write.key) || (first && this.deferred.size > 0)) await this.flush();
     this.deferred.add(write);
     return true;
   }
 
-  /** Defers a write that the immediate call accepts whatever it touched. */
-  protected deferAny(key: string, stmt: Statement, values: readonly unknown[]): Promise<boolean> {
-    return this.deferWrite(this.write(key, stmt, values, () => true));
-  }
-
-  protected write(
+  /**
+   * A write of one statement touching the rows named by `key`: held back where this handle defers
+   * writes (resolves undefined; the batch checks the row count with `accepts`), else sent now (resolves
+   * its result, for the caller to check). `first`: see `deferWrite`.
+   */
+  protected async write(
     key: string,
     stmt: Statement,
     values: readonly unknown[],
-    accepts: (rows: number) => boolean,
-  ): DeferredWrite {
-    return { key, shape: stmt.name || stmt.text, sql: cteOf(stmt), values, accepts };
+    accepts: (rows: number) => boolean = () => true,
+    first = false,
+  ): Promise<PgResult | undefined> {
+    const write = { key, shape: stmt.name || stmt.text, sql: cteOf(stmt), values, accepts };
+    if (await this.deferWrite(write, first)) return undefined;
+    return this.exec(stmt, values);
   }
 
   /** Throws if an earlier statement doomed this attempt. */
   private checkUsable(): void {
     if (this.transientFault !== undefined) throw retryError(this.transientFault);
     if (this.replayNeeded !== undefined) throw replayError(this.replayNeeded);
-    if (this.abortedBy !== undefined) throw this.failure(this.abortedBy);
+    if (this.abortedBy !== undefined) throw failure(this.where, this.abortedBy);
   }
 
   /**
@@ -209,12 +212,8 @@ export class PostgresTxBase {
           { cause: err },
         );
       }
-      throw this.failure(err);
+      throw failure(this.where, err);
     }
-  }
-
-  private failure(err: unknown): StoreError {
-    return failure(this.where, err);
   }
 
   protected async patch(
@@ -247,11 +246,7 @@ export class PostgresTxBase {
     }
     const stmt = this.sql.patches.get(table, names, key);
     const params = [...values, ...keyValues];
-    if (!guard?.savepoint) {
-      const write = this.write(`${table}:${keyValues.join(':')}`, stmt, params, (n) => n > 0);
-      if (await this.deferWrite(write)) return;
-    }
-    let result: PgResult;
+    let result: PgResult | undefined;
     if (guard?.savepoint) {
       await this.exec({ name: '', text: `SAVEPOINT ${SAVEPOINT}` }, []);
       try {
@@ -264,7 +259,8 @@ export class PostgresTxBase {
       }
       await this.exec({ name: '', text: `RELEASE SAVEPOINT ${SAVEPOINT}` }, []);
     } else {
-      result = await this.exec(stmt, params);
+      result = await this.write(`${table}:${keyValues.join(':')}`, stmt, params, (n) => n > 0);
+      if (!result) return; // deferred: the batch checks the row count
     }
     if (result.rowCount === 0) throw missing();
   }

@@ -148,10 +148,8 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
     const values = encodeAll(RUN_COLUMNS, run);
     // First in its batch: a run closed by an earlier write of this transaction must leave `runs_one_open`
     // before the insert looks at it (sub-statements of one statement do not see each other's effects).
-    const write = this.write(`runs:${run.runId}`, this.st.insertRun, values, (n) => n === 1);
-    if (await this.deferWrite(write, true)) return;
-    const result = await this.exec(this.st.insertRun, values);
-    if (result.rowCount === 1) return;
+    const result = await this.write(`runs:${run.runId}`, this.st.insertRun, values, (n) => n === 1, true);
+    if (!result || result.rowCount === 1) return;
     // Nothing inserted: the run id exists, or (the partial unique index) its workflow id has a running run.
     if ((await this.exec(this.st.runExists, [run.runId])).rows.length > 0) {
       throw new StoreError('DUPLICATE_KEY', `run ${run.runId} already exists`);
@@ -192,14 +190,14 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
       events.map((e) => e.time),
       events.map((e) => JSON.stringify(e.attributes)),
     ];
-    const deferred = {
-      key: `events:${runId}`,
-      shape: 'appendEvents',
-      sql: this.sql.deferredAppend,
-      values,
-      accepts: (n: number) => n === events.length,
-    };
-    if (await this.deferWrite(deferred)) return;
+    const key = `events:${runId}`;
+    const accepts = (n: number) => n === events.length;
+    // Its own CTE form (the statement is itself a WITH, which cannot nest as a data-modifying CTE).
+    if (
+      await this.deferWrite({ key, shape: 'appendEvents', sql: this.sql.deferredAppend, values, accepts })
+    ) {
+      return;
+    }
     const result = await this.exec(this.st.appendEvents, values);
     const row = result.rows[0] as { last_event_id: number; inserted_ids: readonly (number | string)[] };
     const inserted = row.inserted_ids.map(Number);
@@ -217,24 +215,20 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
   async addBuffered(runId: string, event: NewEvent): Promise<void> {
     this.checkWritable();
     const values = [runId, event.type, event.time, JSON.stringify(event.attributes)];
-    if (await this.deferAny(`buffer:${runId}`, this.st.insertBuffered, values)) return;
-    await this.exec(this.st.insertBuffered, values);
+    await this.write(`buffer:${runId}`, this.st.insertBuffered, values);
   }
 
   async deleteBuffered(runId: string, uptoSeq: number): Promise<void> {
     this.checkWritable();
-    const values = [runId, uptoSeq];
-    if (await this.deferAny(`buffer:${runId}`, this.st.deleteBuffered, values)) return;
-    await this.exec(this.st.deleteBuffered, values);
+    await this.write(`buffer:${runId}`, this.st.deleteBuffered, [runId, uptoSeq]);
   }
 
   async insertActivity(activity: ActivityRecord): Promise<void> {
     this.checkWritable();
     const values = encodeAll(ACTIVITY_COLUMNS, activity);
     const key = `activities:${activity.runId}:${activity.scheduledEventId}`;
-    if (await this.deferWrite(this.write(key, this.st.insertActivity, values, (n) => n === 1))) return;
-    const result = await this.exec(this.st.insertActivity, values);
-    if (result.rowCount !== 1) {
+    const result = await this.write(key, this.st.insertActivity, values, (n) => n === 1);
+    if (result && result.rowCount !== 1) {
       throw new StoreError(
         'DUPLICATE_KEY',
         `activity ${activity.scheduledEventId} of run ${activity.runId} already exists`,
@@ -259,27 +253,23 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
 
   async deleteActivity(runId: string, scheduledEventId: number): Promise<void> {
     this.checkWritable();
-    const values = [runId, scheduledEventId];
-    if (await this.deferAny(`activities:${runId}:${scheduledEventId}`, this.st.deleteActivity, values))
-      return;
-    await this.exec(this.st.deleteActivity, values);
+    const key = `activities:${runId}:${scheduledEventId}`;
+    await this.write(key, this.st.deleteActivity, [runId, scheduledEventId]);
   }
 
   async insertTimer(t: TimerRecord): Promise<void> {
     this.checkWritable();
     const values = [t.runId, t.timerKey, t.namespace, t.kind, t.fireAt, t.startedEventId];
     const key = `timers:${t.runId}:${t.timerKey}`;
-    if (await this.deferWrite(this.write(key, this.st.insertTimer, values, (n) => n === 1))) return;
-    if ((await this.exec(this.st.insertTimer, values)).rowCount !== 1) {
+    const result = await this.write(key, this.st.insertTimer, values, (n) => n === 1);
+    if (result && result.rowCount !== 1) {
       throw new StoreError('DUPLICATE_KEY', `timer '${t.timerKey}' of run ${t.runId} already exists`);
     }
   }
 
   async deleteTimer(runId: string, timerKey: string): Promise<void> {
     this.checkWritable();
-    const values = [runId, timerKey];
-    if (await this.deferAny(`timers:${runId}:${timerKey}`, this.st.deleteTimer, values)) return;
-    await this.exec(this.st.deleteTimer, values);
+    await this.write(`timers:${runId}:${timerKey}`, this.st.deleteTimer, [runId, timerKey]);
   }
 
   async deleteRunState(runId: string): Promise<void> {
@@ -290,8 +280,7 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
   async putRequest(r: RequestRecord): Promise<void> {
     this.checkWritable();
     const values = [r.namespace, r.requestId, r.kind, r.runId, r.createdAt];
-    if (await this.deferAny(`requests:${r.namespace}:${r.requestId}`, this.st.putRequest, values)) return;
-    await this.exec(this.st.putRequest, values);
+    await this.write(`requests:${r.namespace}:${r.requestId}`, this.st.putRequest, values);
   }
 
   async deleteRequestsBefore(createdBefore: number, limit: number): Promise<number> {
@@ -303,8 +292,8 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
     this.checkWritable();
     const values = encodeAll(QUERY_COLUMNS, query);
     const key = `queries:${query.id}`;
-    if (await this.deferWrite(this.write(key, this.st.insertQuery, values, (n) => n === 1))) return;
-    if ((await this.exec(this.st.insertQuery, values)).rowCount !== 1) {
+    const result = await this.write(key, this.st.insertQuery, values, (n) => n === 1);
+    if (result && result.rowCount !== 1) {
       throw new StoreError('DUPLICATE_KEY', `query ${query.id} already exists`);
     }
   }
@@ -321,8 +310,7 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
 
   async deleteQuery(id: string): Promise<void> {
     this.checkWritable();
-    if (await this.deferAny(`queries:${id}`, this.st.deleteQuery, [id])) return;
-    await this.exec(this.st.deleteQuery, [id]);
+    await this.write(`queries:${id}`, this.st.deleteQuery, [id]);
   }
 
   // Claim and sweep queries (only on `transaction` handles: `StoreReader` has none): each locks the rows
