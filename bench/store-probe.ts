@@ -77,13 +77,17 @@ export function probeStore(store: Store): StoreProbe {
   };
 }
 
-/** `BEGIN`, `COMMIT`, `ROLLBACK`, `NOTIFY`, else the first word and the first schema-qualified table. */
+/**
+ * `BEGIN`, `COMMIT`, `ROLLBACK`, `NOTIFY`, `SELECT run+activities` (getRunWithActivities), else the
+ * first word and the first schema-qualified table (a batch of writes is `WITH` and its first table).
+ */
 function statementKind(query: unknown): string {
   const text =
     typeof query === 'string' ? query : String((query as { text?: unknown } | null)?.text ?? 'unknown');
   const verb = text.trimStart().split(/\s/, 1)[0]!.toUpperCase();
   if (verb === 'BEGIN' || verb === 'COMMIT' || verb === 'ROLLBACK') return verb;
   if (text.includes('pg_notify')) return 'NOTIFY';
+  if (text.startsWith('WITH r AS (SELECT')) return 'SELECT run+activities';
   const table = /"[^"]+"\.(\w+)|\b\w+\.(\w+)/.exec(text);
   return table ? `${verb} ${table[1] ?? table[2]}` : verb;
 }

@@ -90,15 +90,14 @@ export async function requireCurrentAttempt(
 }
 
 /**
- * Like requireCurrentAttempt, reading (and locking) all of the run's activities instead of one, in as
- * many statements: for a caller that needs the others too (the hot path's commit).
+ * Like requireCurrentAttempt, reading (and locking) all of the run's activities instead of one, in the
+ * same read as the run: for a caller that needs the others too (the hot path's commit).
  */
 export async function requireCurrentAttemptOfAll(
   tx: StoreTx,
   ref: ActivityTaskRef,
 ): Promise<{ run: RunRecord | undefined; a: ActivityRecord; all: ActivityRecord[] }> {
-  const run = await tx.getRun(ref.runId);
-  const all = await tx.listActivities(ref.runId);
+  const { run, activities: all } = await tx.getRunWithActivities(ref.runId);
   const a = currentAttempt(
     all.find((x) => x.scheduledEventId === ref.scheduledEventId),
     ref,

@@ -100,7 +100,10 @@ export async function readEvents(
 }
 
 async function requireCurrentTask(tx: StoreTx, runId: string, token: number): Promise<RunRecord> {
-  const run = await tx.getRun(runId);
+  return currentTask(await tx.getRun(runId), runId, token);
+}
+
+function currentTask(run: RunRecord | undefined, runId: string, token: number): RunRecord {
   if (run?.status !== 'running' || run.wftPhase !== 'started' || run.wftToken !== token) {
     throw new StaleTokenError(
       `workflow task of run ${runId} with token ${token} is no longer current${run ? ` (run ${run.status}, task ${run.wftPhase}, token ${run.wftToken})` : ''}; its result was discarded`,
@@ -152,8 +155,14 @@ export async function completeWorkflowTask(
   stickyWorker: string | null = null,
 ): Promise<CompletionResult> {
   return inTransaction(ctx, async (tx, wakes) => {
-    const run = await requireCurrentTask(tx, runId, token);
-    return applyCompletion(ctx, tx, wakes, run, commands, bundleHash, workerId, eager, stickyWorker);
+    // The run and its activities in one read (both are needed, and locked in that order).
+    const read = await tx.getRunWithActivities(runId);
+    const run = currentTask(read.run, runId, token);
+    return applyCompletion(ctx, tx, wakes, run, commands, bundleHash, workerId, eager, stickyWorker, {
+      events: [],
+      patch: {},
+      activities: read.activities,
+    });
   });
 }
 

@@ -192,6 +192,11 @@ export interface QueryRecord {
   readonly failure?: FailureInfo | null;
 }
 
+export interface RunWithActivities {
+  readonly run: RunRecord | undefined;
+  readonly activities: ActivityRecord[];
+}
+
 export interface StoreReader {
   getRun(runId: string): Promise<RunRecord | undefined>;
   /** The run with `runId`, or when omitted the most recently started run of the workflow id. */
@@ -203,6 +208,12 @@ export interface StoreReader {
   getActivity(runId: string, scheduledEventId: number): Promise<ActivityRecord | undefined>;
   /** The run's activities by scheduled event id; inside `transaction`, locked like `getActivity`'s row. */
   listActivities(runId: string): Promise<ActivityRecord[]>;
+  /**
+   * `getRun` then `listActivities` in one call (one statement where the store has a network hop),
+   * locking the run before its activities inside `transaction`, the order every transaction that takes
+   * both follows. No run: `run` is undefined and `activities` empty (activities belong to an existing run).
+   */
+  getRunWithActivities(runId: string): Promise<RunWithActivities>;
   listTimers(runId: string): Promise<TimerRecord[]>;
   getRequest(namespace: string, requestId: string): Promise<RequestRecord | undefined>;
   getQuery(id: string): Promise<QueryRecord | undefined>;

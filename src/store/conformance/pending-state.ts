@@ -66,6 +66,62 @@ export function describePendingState(s: SuiteContext): void {
     });
   });
 
+  describe('a run with its activities', () => {
+    it('getRunWithActivities returns what getRun and listActivities return, in a read and in a transaction', async () => {
+      const a = activity({ scheduledEventId: 9, heartbeatDetails: { progress: 1 }, lastFailure: FAILURE });
+      const b = activity({ scheduledEventId: 5 });
+      await tx(async (t) => {
+        await t.insertRun(run());
+        await t.insertRun(run({ runId: 'r2', workflowId: 'wf-2' }));
+        await t.insertRun(run({ runId: 'r3', workflowId: 'wf-3' }));
+        await t.insertActivity(a);
+        await t.insertActivity(b);
+        await t.insertActivity(activity({ runId: 'r2', workflowId: 'wf-2' }));
+      });
+      for (const read of [s.store.read.bind(s.store), tx]) {
+        const got = await read((t) => t.getRunWithActivities('run-1'));
+        expect(got.run).toEqual(await s.store.read((t) => t.getRun('run-1')));
+        expect(got.activities).toEqual([b, a]);
+        // A run without activities, and no run at all.
+        expect(await read((t) => t.getRunWithActivities('r3'))).toEqual({
+          run: await s.store.read((t) => t.getRun('r3')),
+          activities: [],
+        });
+        expect(await read((t) => t.getRunWithActivities('nope'))).toEqual({ run: undefined, activities: [] });
+      }
+      // Inside a transaction it sees the transaction's own writes.
+      await tx(async (t) => {
+        await t.deleteActivity('run-1', 5);
+        await t.updateRun('run-1', { nextEventId: 42 });
+        const got = await t.getRunWithActivities('run-1');
+        expect(got.run?.nextEventId).toBe(42);
+        expect(got.activities.map((x) => x.scheduledEventId)).toEqual([9]);
+      });
+    });
+
+    it('getRunWithActivities inside a transaction locks the activities: concurrent increments are serial', async () => {
+      await tx(async (t) => {
+        await t.insertRun(run());
+        await t.insertActivity(activity({ scheduledEventId: 5, attempt: 1 }));
+      });
+      // Half read the activity through getRunWithActivities, half through getActivity (which does not
+      // touch the run): only a lock on the activity row itself keeps every increment.
+      const count = 20;
+      await Promise.all(
+        Array.from({ length: count }, (_, i) =>
+          s.store.transaction(async (t) => {
+            const current =
+              i % 2 === 0
+                ? (await t.getRunWithActivities('run-1')).activities[0]!
+                : (await t.getActivity('run-1', 5))!;
+            await t.updateActivity('run-1', 5, { attempt: current.attempt + 1 });
+          }),
+        ),
+      );
+      expect((await s.store.read((t) => t.getActivity('run-1', 5)))?.attempt).toBe(1 + count);
+    });
+  });
+
   describe('timers', () => {
     it('insert, list (by fireAt), delete; a duplicate key is refused', async () => {
       const t1 = timer({ timerKey: 'b', fireAt: T0 + 20 });

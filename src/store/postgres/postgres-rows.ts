@@ -220,6 +220,19 @@ export function rowToActivity(r: ActivityRow): ActivityRecord {
   };
 }
 
+/** Prefix of the activity columns in a row that also holds its run's (getRunWithActivities). */
+export const ACTIVITY_PREFIX = 'a_';
+
+/** The activity in a run row with prefixed activity columns, or undefined when they are null (no activity). */
+export function prefixedRowToActivity(r: Record<string, unknown>): ActivityRecord | undefined {
+  if (r[`${ACTIVITY_PREFIX}scheduled_event_id`] === null) return undefined;
+  const row: Record<string, unknown> = {};
+  for (const [column] of Object.values<readonly [string, Encoder]>(ACTIVITY_COLUMNS)) {
+    row[column] = r[ACTIVITY_PREFIX + column];
+  }
+  return rowToActivity(row as unknown as ActivityRow);
+}
+
 // ---- queries ----
 
 export interface QueryRow {

@@ -1,5 +1,6 @@
 import {
   ACTIVITY_COLUMNS,
+  ACTIVITY_PREFIX,
   type Columns,
   type Encoder,
   QUERY_COLUMNS,
@@ -17,6 +18,13 @@ function columnList<R>(columns: Columns<R>, alias = ''): string {
     .join(', ');
 }
 
+/** The columns under the names `prefix + column` (for a statement that returns two tables' rows side by side). */
+function prefixedColumnList<R>(columns: Columns<R>, prefix: string): string {
+  return Object.values<readonly [string, Encoder]>(columns)
+    .map(([c]) => `${c} AS ${prefix}${c}`)
+    .join(', ');
+}
+
 function insertSql<R>(table: string, columns: Columns<R>): string {
   const names = Object.values<readonly [string, Encoder]>(columns).map(([c]) => c);
   return `INSERT INTO ${table} (${names.join(', ')}) VALUES (${names.map((_, i) => `$${i + 1}`).join(', ')})`;
@@ -26,9 +34,9 @@ function insertSql<R>(table: string, columns: Columns<R>): string {
  * Every fixed statement of one schema. `$n` placeholders only: no value is ever spliced into SQL text;
  * the only spliced names are the (validated, quoted) schema and fixed column names.
  *
- * Locking: the `*ForUpdate` reads serve `getRun`/`getActivity`/`listActivities`/`getQuery`/`findRun`/
- * `findOpenRun` inside `transaction` (the runtime reads, checks and writes those rows: the lock makes that
- * a compare-and-set); the claim and sweep queries lock what they return and skip rows another
+ * Locking: the `*ForUpdate` reads serve `getRun`/`getActivity`/`listActivities`/`getRunWithActivities`/
+ * `getQuery`/`findRun`/`findOpenRun` inside `transaction` (the runtime reads, checks and writes those
+ * rows: the lock makes that a compare-and-set); the claim and sweep queries lock what they return and skip rows another
  * transaction holds.
  */
 export function buildStatements(schema: string) {
@@ -46,9 +54,18 @@ export function buildStatements(schema: string) {
   const findById = `${RUN} WHERE run_id = $3 AND namespace = $1 AND workflow_id = $2`;
   const findOpen = `${RUN} WHERE namespace = $1 AND workflow_id = $2 AND status = 'running'`;
 
+  // The run, then (a nested loop on it, so locked after it) each of its activities in a row of its own,
+  // under prefixed names; a run without activities is one row whose activity columns are null.
+  const runWithActivities = (lock: string) =>
+    `WITH r AS (${RUN} WHERE run_id = $1${lock}) SELECT r.*, a.* FROM r LEFT JOIN LATERAL ` +
+    `(SELECT ${prefixedColumnList(ACTIVITY_COLUMNS, ACTIVITY_PREFIX)} FROM ${activities} ` +
+    `WHERE run_id = r.run_id ORDER BY scheduled_event_id${lock}) a ON true ORDER BY a.${ACTIVITY_PREFIX}scheduled_event_id`;
+
   const sql = {
     getRun: `${RUN} WHERE run_id = $1`,
     getRunForUpdate: `${RUN} WHERE run_id = $1 FOR UPDATE`,
+    getRunWithActivities: runWithActivities(''),
+    getRunWithActivitiesForUpdate: runWithActivities(' FOR UPDATE'),
     findLatestRun: findLatest,
     findLatestRunForUpdate: `${findLatest} FOR UPDATE`,
     findRunById: findById,

@@ -8,6 +8,7 @@ import type {
   RequestRecord,
   RunPatch,
   RunRecord,
+  RunWithActivities,
   StoreTx,
   TimerRecord,
 } from '../store.js';
@@ -17,6 +18,7 @@ import {
   type BufferRow,
   type EventRow,
   encodeAll,
+  prefixedRowToActivity,
   QUERY_COLUMNS,
   type QueryRow,
   type RequestRow,
@@ -109,6 +111,18 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
   async listActivities(runId: string): Promise<ActivityRecord[]> {
     const stmt = this.locking(this.st.listActivities, this.st.listActivitiesForUpdate);
     return (await this.all<ActivityRow>(stmt, [runId])).map(rowToActivity);
+  }
+
+  async getRunWithActivities(runId: string): Promise<RunWithActivities> {
+    const stmt = this.locking(this.st.getRunWithActivities, this.st.getRunWithActivitiesForUpdate);
+    const rows = await this.all<RunRow & Record<string, unknown>>(stmt, [runId]);
+    if (rows.length === 0) return { run: undefined, activities: [] };
+    const activities: ActivityRecord[] = [];
+    for (const row of rows) {
+      const a = prefixedRowToActivity(row);
+      if (a) activities.push(a);
+    }
+    return { run: rowToRun(rows[0]!), activities };
   }
 
   async listTimers(runId: string): Promise<TimerRecord[]> {

@@ -9,6 +9,7 @@ import type {
   RequestRecord,
   RunPatch,
   RunRecord,
+  RunWithActivities,
   StoreTx,
   TimerRecord,
 } from '../store.js';
@@ -153,6 +154,11 @@ export class SqliteTx implements StoreTx {
     return this.read(() => this.perRun(runId, (rk) => this.s.listActivities.all(rk) as ActivityRow[])).map(
       rowToActivity,
     );
+  }
+
+  async getRunWithActivities(runId: string): Promise<RunWithActivities> {
+    const run = await this.getRun(runId);
+    return { run, activities: run ? await this.listActivities(runId) : [] };
   }
 
   async listTimers(runId: string): Promise<TimerRecord[]> {
