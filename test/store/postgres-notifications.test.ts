@@ -10,9 +10,9 @@ import { openStore } from '../../src/store/open-store.js';
 import {
   MAX_PAYLOAD_BYTES,
   notificationChannel,
-  PostgresNotifications,
   packPayloads,
-} from '../../src/store/postgres/postgres-notifications.js';
+} from '../../src/store/postgres/postgres-channel.js';
+import { PostgresNotifications } from '../../src/store/postgres/postgres-notifications.js';
 import type { PostgresPool, PostgresStore } from '../../src/store/postgres/postgres-store.js';
 import {
   adminClient,

@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
 import type { Logger } from '../../common/logger.js';
 import { classifyStoreError, errorCode } from '../errors.js';
 import type { StoreNotifications } from '../store.js';
+import { countTopics, MAX_PAYLOAD_BYTES, notificationChannel, packPayloads } from './postgres-channel.js';
 import { asError, messageOf } from './postgres-errors.js';
 import type { PostgresPool, PostgresPoolClient } from './postgres-store.js';
 
@@ -430,26 +430,6 @@ export interface PostgresListenClient {
   on(event: 'end', listener: () => void): unknown;
 }
 
-const CHANNEL_PREFIX = 'longhaul_wake_';
-/** PostgreSQL identifiers (channel names) are at most 63 bytes (NAMEDATALEN - 1). */
-const MAX_IDENTIFIER_BYTES = 63;
-const CHANNEL_HASH_CHARS = 16;
-
-/**
- * The NOTIFY channel of a schema: `longhaul_wake_<schema>`, or, when that exceeds 63 bytes,
- * `longhaul_wake_<schema prefix>_<first 16 hex digits of the schema's SHA-256>` (exactly 63 bytes).
- */
-export function notificationChannel(schema: string): string {
-  const plain = `${CHANNEL_PREFIX}${schema}`;
-  if (Buffer.byteLength(plain) <= MAX_IDENTIFIER_BYTES) return plain;
-  const hash = createHash('sha256').update(schema).digest('hex').slice(0, CHANNEL_HASH_CHARS);
-  // Schema names are ASCII identifiers (validated when the connection string is parsed).
-  const prefix = schema.slice(0, MAX_IDENTIFIER_BYTES - CHANNEL_PREFIX.length - 1 - CHANNEL_HASH_CHARS);
-  return `${CHANNEL_PREFIX}${prefix}_${hash}`;
-}
-
-/** PostgreSQL rejects payloads of 8000 bytes or more (with the default 8 kB block size). */
-export const MAX_PAYLOAD_BYTES = 7999;
 const PAYLOADS_PER_STATEMENT = 32;
 /** Delay, in ms, between the first publish of a batch and its flush. */
 const FLUSH_DELAY_MS = 1;
@@ -462,49 +442,6 @@ const CLOSE_FLUSH_TIMEOUT_MS = 1_000;
 /** How long, in ms, ending a listening connection may take before it is abandoned. */
 const END_TIMEOUT_MS = 2_000;
 const NOTIFY = 'SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p';
-
-/**
- * Packs topics into JSON-array payloads of at most MAX_PAYLOAD_BYTES bytes each, in order. A topic that
- * does not fit in a payload on its own is counted in `tooLong` and left out.
- */
-export function packPayloads(topics: readonly string[]): { payloads: Payload[]; tooLong: number } {
-  const payloads: Payload[] = [];
-  let tooLong = 0;
-  let current: string[] = [];
-  // Bytes of `[` + the topics' JSON joined by commas + `]`.
-  let currentBytes = 2;
-  for (const topic of topics) {
-    const bytes = Buffer.byteLength(JSON.stringify(topic));
-    if (bytes + 2 > MAX_PAYLOAD_BYTES) {
-      tooLong++;
-      continue;
-    }
-    const added = current.length === 0 ? bytes : bytes + 1;
-    if (currentBytes + added > MAX_PAYLOAD_BYTES) {
-      payloads.push({ text: JSON.stringify(current), topics: current.length });
-      current = [];
-      currentBytes = 2;
-      currentBytes += bytes;
-    } else {
-      currentBytes += added;
-    }
-    current.push(topic);
-  }
-  if (current.length > 0) payloads.push({ text: JSON.stringify(current), topics: current.length });
-  return { payloads, tooLong };
-}
-
-/** One notification's payload: a JSON array of `topics` topics. */
-export interface Payload {
-  readonly text: string;
-  readonly topics: number;
-}
-
-function countTopics(payloads: readonly Payload[]): number {
-  let n = 0;
-  for (const p of payloads) n += p.topics;
-  return n;
-}
 
 /** Jittered exponential backoff before reconnect number `failures` (1, 2, ...): 100 ms doubling to 5 s. */
 function reconnectDelayMs(failures: number): number {

@@ -3,7 +3,8 @@ import { StoreError } from '../../common/errors.js';
 import { classifyStoreError, errorCode, isTransientStoreErrorClass } from '../errors.js';
 import type { SqliteHistoryLog } from './sqlite-history-log.js';
 import type { SqliteStatements } from './sqlite-statements.js';
-import { type RunKeyCache, SqliteTx } from './sqlite-tx.js';
+import { SqliteTx } from './sqlite-tx.js';
+import type { RunKeyCache } from './sqlite-tx-base.js';
 
 /** Limits of one group (see `SqliteGroupCommit`). */
 export interface GroupCommitLimits {

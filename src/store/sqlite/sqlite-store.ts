@@ -17,7 +17,8 @@ import { DEFAULT_COMPACTOR_LIMITS, SqliteHistoryCompactor } from './sqlite-histo
 import { type HistoryStats, SqliteHistoryLog } from './sqlite-history-log.js';
 import { checkSchemaForClient, migrateSchema } from './sqlite-migrations.js';
 import { prepareStatements, type SqliteStatements } from './sqlite-statements.js';
-import { RunKeyCache, SqliteTx } from './sqlite-tx.js';
+import { SqliteTx } from './sqlite-tx.js';
+import { RunKeyCache } from './sqlite-tx-base.js';
 
 /** Options of one SQLite store, as compiled from a connection string by `openStore`. */
 export interface SqliteStoreOptions {

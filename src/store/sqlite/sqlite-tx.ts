@@ -1,6 +1,5 @@
 import { StoreError } from '../../common/errors.js';
 import type { HistoryEvent, NewEvent } from '../../common/events.js';
-import { classifyStoreError, errorCode, isTransientStoreErrorClass } from '../errors.js';
 import type {
   ActivityPatch,
   ActivityRecord,
@@ -13,7 +12,6 @@ import type {
   StoreTx,
   TimerRecord,
 } from '../store.js';
-import type { SqliteHistoryLog } from './sqlite-history-log.js';
 import {
   ACTIVITY_COLUMNS,
   type ActivityRow,
@@ -31,12 +29,9 @@ import {
   rowToRequest,
   rowToRun,
   rowToTimer,
-  type SqlValue,
   type TimerRow,
 } from './sqlite-rows.js';
-import type { SqliteStatements } from './sqlite-statements.js';
-
-type Columns = Readonly<Record<string, readonly [string, (value: unknown) => SqlValue]>>;
+import { type Columns, SqliteTxBase } from './sqlite-tx-base.js';
 
 const RUN_PATCHABLE = patchable(RUN_COLUMNS, ['namespace', 'workflowId', 'startTime']);
 const ACTIVITY_PATCHABLE = patchable(ACTIVITY_COLUMNS, [
@@ -46,29 +41,8 @@ const ACTIVITY_PATCHABLE = patchable(ACTIVITY_COLUMNS, [
   'activityId',
 ]);
 const QUERY_PATCHABLE = new Set(['phase', 'leaseExpiresAt', 'result', 'failure']);
-const PATCH_CACHE_LIMIT = 512;
 /** Event ids are the low 32 bits of a history chunk key. */
 const MAX_EVENT_ID = 0xffff_ffff;
-
-/**
- * Run id -> run key, shared by the handles of one store. Holds only keys known to be committed (a key
- * is never changed or reused once committed), so a hit needs no query. Bounded: the oldest entries go.
- */
-export class RunKeyCache {
-  private readonly keys = new Map<string, number>();
-  constructor(private readonly limit = 20_000) {}
-  get(runId: string): number | undefined {
-    return this.keys.get(runId);
-  }
-  /** Adds keys learned by a handle whose transaction committed (or by a read of committed data). */
-  publish(learned: ReadonlyMap<string, number>): void {
-    for (const [runId, rk] of learned) {
-      if (this.keys.has(runId)) continue;
-      if (this.keys.size >= this.limit) this.keys.delete(this.keys.keys().next().value as string);
-      this.keys.set(runId, rk);
-    }
-  }
-}
 
 function patchable(columns: Columns, identity: readonly string[]): ReadonlySet<string> {
   return new Set(Object.keys(columns).filter((k) => !identity.includes(k)));
@@ -81,24 +55,7 @@ function patchable(columns: Columns, identity: readonly string[]): ReadonlySet<s
  * is re-run even if the callback catches it, and anything else is STORE_FAILURE. A handle cannot be used
  * after its callback settled (TX_ENDED). Patch fields whose value is `undefined` are left unchanged.
  */
-export class SqliteTx implements StoreTx {
-  /** The first transient driver error seen; the store re-runs the transaction when set. */
-  transientFault: unknown;
-  /** Run keys this handle looked up or created; the store publishes them to its cache after commit. */
-  readonly learnedKeys = new Map<string, number>();
-  private ended = false;
-
-  constructor(
-    private readonly s: SqliteStatements,
-    private readonly writable: boolean,
-    private readonly keys: RunKeyCache,
-    private readonly history: SqliteHistoryLog,
-  ) {}
-
-  end(): void {
-    this.ended = true;
-  }
-
+export class SqliteTx extends SqliteTxBase implements StoreTx {
   async getRun(runId: string): Promise<RunRecord | undefined> {
     const row = this.read(() => {
       const rk = this.runKey(runId);
@@ -387,119 +344,6 @@ export class SqliteTx implements StoreTx {
   }
 
   // ---- plumbing ----
-
-  /**
-   * The run key of `runId`: from the store's cache, else from `run_keys`; with `create`, a new key when
-   * the id has none yet (only inside a write). Undefined when the id has no key and `create` is false.
-   */
-  private runKey(runId: string, create: true): number;
-  private runKey(runId: string, create?: boolean): number | undefined;
-  private runKey(runId: string, create = false): number | undefined {
-    let rk = this.keys.get(runId) ?? this.learnedKeys.get(runId);
-    if (rk !== undefined) return rk;
-    const stored = encodeRunId(runId);
-    rk = (this.s.runKey.get(stored) as { rk: number } | undefined)?.rk;
-    if (rk === undefined && create) rk = Number(this.s.insertRunKey.run(stored).lastInsertRowid);
-    if (rk !== undefined) this.learnedKeys.set(runId, rk);
-    return rk;
-  }
-
-  /** `op` with the run's key; `empty` when the store has never seen the run id. */
-  private perRun<T>(runId: string, op: (rk: number) => T): T | [] {
-    const rk = this.runKey(runId);
-    return rk === undefined ? [] : op(rk);
-  }
-
-  private read<T>(op: () => T): T {
-    return this.exec(op, undefined);
-  }
-
-  private write<T>(op: () => T, onConstraint?: (code: string | undefined) => StoreError | undefined): T {
-    if (!this.writable && !this.ended) {
-      throw new StoreError(
-        'READ_ONLY',
-        'this handle comes from Store.read(); write inside Store.transaction()',
-      );
-    }
-    return this.exec(op, onConstraint);
-  }
-
-  private exec<T>(
-    op: () => T,
-    onConstraint: ((code: string | undefined) => StoreError | undefined) | undefined,
-  ): T {
-    if (this.ended) {
-      throw new StoreError(
-        'TX_ENDED',
-        'this transaction already ended; use the handle only inside its callback',
-      );
-    }
-    try {
-      return op();
-    } catch (err) {
-      if (err instanceof StoreError) throw err;
-      const cls = classifyStoreError(err);
-      if (isTransientStoreErrorClass(cls)) {
-        this.transientFault ??= err;
-        throw new StoreError('STORE_RETRY', 'transient database fault; the transaction will be re-run', {
-          cause: err,
-        });
-      }
-      if (cls === 'constraint') {
-        const code = errorCode(err);
-        const mapped = onConstraint?.(code);
-        if (mapped) throw mapped;
-        const duplicate = code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === 'SQLITE_CONSTRAINT_UNIQUE';
-        throw new StoreError(
-          duplicate ? 'DUPLICATE_KEY' : 'CONSTRAINT_VIOLATION',
-          `${err instanceof Error ? err.message : String(err)}`,
-          { cause: err },
-        );
-      }
-      const message = err instanceof Error ? err.message : String(err);
-      throw new StoreError('STORE_FAILURE', `SQLite store: ${message} (${errorCode(err) ?? 'no code'})`, {
-        cause: err,
-      });
-    }
-  }
-
-  private patch(
-    table: string,
-    columns: Columns,
-    allowed: ReadonlySet<string>,
-    where: string,
-    key: readonly SqlValue[],
-    patch: object,
-    exists: SqliteStatements['runExists'],
-    missing: () => StoreError,
-    onConstraint?: (code: string | undefined) => StoreError | undefined,
-  ): void {
-    this.write(() => {
-      const fields: string[] = [];
-      const values: SqlValue[] = [];
-      for (const [field, value] of Object.entries(patch)) {
-        if (value === undefined) continue;
-        const column = columns[field];
-        if (!column || !allowed.has(field)) {
-          throw new StoreError('INVALID_PATCH', `${table}: field '${field}' cannot be changed by a patch`);
-        }
-        fields.push(field);
-        values.push(column[1](value));
-      }
-      if (fields.length === 0) {
-        if (exists.get(...key) === undefined) throw missing();
-        return;
-      }
-      const signature = `${table}:${fields.join(',')}`;
-      let stmt = this.s.patches.get(signature);
-      if (!stmt) {
-        const sets = fields.map((f) => `${columns[f]![0]} = ?`).join(', ');
-        stmt = this.s.db.prepare(`UPDATE ${table} SET ${sets} WHERE ${where}`);
-        if (this.s.patches.size < PATCH_CACHE_LIMIT) this.s.patches.set(signature, stmt);
-      }
-      if (stmt.run(...values, ...key).changes === 0) throw missing();
-    }, onConstraint);
-  }
 }
 
 function notFound(code: string, what: string): StoreError {
