@@ -35,11 +35,9 @@ const WORKFLOWS = readCount('LONGHAUL_CHAOS_WORKFLOWS', DEFAULT_WORKFLOWS);
 const STEP_MS = 50;
 /**
  * How long retries sleep (ms): a retry of an attempt the zombie held starts a heartbeat timeout (plus a
- * sweep) after the stop and is still running when the zombie wakes up PAUSE_MS after the stop and
- * reports late. On a loaded machine the sweep that starts the retry runs late, so both margins are wide:
- * with 4 s and 3 s, one run under double load saw every retry start after the late reports.
+ * sweep) after the stop and is still running when the zombie wakes up PAUSE_MS after the stop.
  */
-const RETRY_STEP_MS = 6000;
+const RETRY_STEP_MS = 4000;
 const WORKFLOW_TASK_TIMEOUT_MS = 2000;
 /** A kill every this many ms. */
 const KILL_EVERY_MS = 3000;
@@ -47,7 +45,7 @@ const KILL_EVERY_MS = 3000;
  * The zombie sleeps past every lease it can hold (its attempts heartbeat when they start, so the heartbeat
  * timeout bounds them), plus sweeps and a margin for a loaded machine (ms).
  */
-const PAUSE_MS = Math.max(WORKFLOW_TASK_TIMEOUT_MS, ACTIVITY_HEARTBEAT_TIMEOUT_MS) + 4000;
+const PAUSE_MS = Math.max(WORKFLOW_TASK_TIMEOUT_MS, ACTIVITY_HEARTBEAT_TIMEOUT_MS) + 3000;
 /** Bound on the whole run: the measured rate is about 50 workflows/s with faults; this allows a third of it. */
 const RUN_TIMEOUT_MS = 30_000 + WORKFLOWS * 60;
 

@@ -548,6 +548,49 @@ describe('transactions and locks', () => {
     expect(later).toEqual([['t1'], [5]]);
   });
 
+  it('getRunWithActivities that waited for the run lock sees what the holder committed, activities added and removed', async () => {
+    // Its statement's snapshot predates the holder's commit: without a second look, the activity the
+    // holder added would be missing (the removed one is skipped by the lock either way).
+    const app = `lh_run_acts_${Math.random().toString(36).slice(2, 8)}`;
+    const store = await storeFor(app);
+    await store.transaction(async (tx) => {
+      await tx.insertRun(run());
+      await tx.insertActivity(activity({ scheduledEventId: 5 }));
+    });
+    const admin = await adminClient();
+    try {
+      const holding = deferred();
+      const release = deferred();
+      const holder = store.transaction(async (tx) => {
+        await tx.getRun('run-1');
+        await tx.deleteActivity('run-1', 5);
+        await tx.insertActivity(activity({ scheduledEventId: 6, activityId: '2' }));
+        await tx.updateRun('run-1', { nextEventId: 9 });
+        holding.resolve();
+        await release.promise;
+      });
+      await holding.promise;
+      const reader = store.transaction((tx) => tx.getRunWithActivities('run-1'));
+      await until(
+        async () =>
+          (
+            await admin.query(
+              "SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+              [app],
+            )
+          ).rows.length === 1,
+        'the read to wait for the run lock',
+      );
+      release.resolve();
+      await within(holder, 20_000, 'the holder');
+      const got = await within(reader, 20_000, 'the read');
+      expect(got.run?.nextEventId).toBe(9);
+      expect(got.activities.map((a) => a.scheduledEventId)).toEqual([6]);
+    } finally {
+      await admin.end();
+    }
+  });
+
   it('a serialization failure (40001) is classified transient, and a transaction failing with it is re-run', async () => {
     // A real 40001: two SERIALIZABLE transactions that each read what the other writes.
     const [c1, c2] = [await adminClient(), await adminClient()];

@@ -46,6 +46,7 @@ export function buildStatements(schema: string) {
   const timers = `${s}.timers`;
   const queries = `${s}.queries`;
   const RUN = `SELECT ${columnList(RUN_COLUMNS)} FROM ${runs}`;
+  const RUN_LOCKED = `SELECT ${columnList(RUN_COLUMNS)}, xmin AS locked_xmin FROM ${runs}`;
   const ACTIVITY = `SELECT ${columnList(ACTIVITY_COLUMNS)} FROM ${activities}`;
   const TIMER = `SELECT ${columnList(TIMER_COLUMNS)} FROM ${timers}`;
   const QUERY = `SELECT ${columnList(QUERY_COLUMNS)} FROM ${queries}`;
@@ -56,8 +57,14 @@ export function buildStatements(schema: string) {
 
   // The run, then (a nested loop on it, so locked after it) each of its activities in a row of its own,
   // under prefixed names; a run without activities is one row whose activity columns are null.
+  // `fresh`: the run row locked is the version in the statement's snapshot. When the statement had to
+  // wait for the run, the holder may have committed new activities, which that snapshot does not show
+  // (rows it updated or deleted are followed by the lock; rows it inserted are not). Activities are only
+  // inserted by a transaction that also updates their run, so a fresh run means a complete list.
   const runWithActivities = (lock: string) =>
-    `WITH r AS (${RUN} WHERE run_id = $1${lock}) SELECT r.*, a.* FROM r LEFT JOIN LATERAL ` +
+    `WITH r AS (${RUN_LOCKED} WHERE run_id = $1${lock}), ` +
+    `s AS (SELECT xmin AS seen_xmin FROM ${runs} WHERE run_id = $1) ` +
+    `SELECT r.*, (r.locked_xmin = s.seen_xmin) IS TRUE AS fresh, a.* FROM r LEFT JOIN s ON true LEFT JOIN LATERAL ` +
     `(SELECT ${prefixedColumnList(ACTIVITY_COLUMNS, ACTIVITY_PREFIX)} FROM ${activities} ` +
     `WHERE run_id = r.run_id ORDER BY scheduled_event_id${lock}) a ON true ORDER BY a.${ACTIVITY_PREFIX}scheduled_event_id`;
 

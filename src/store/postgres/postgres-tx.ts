@@ -115,14 +115,18 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
 
   async getRunWithActivities(runId: string): Promise<RunWithActivities> {
     const stmt = this.locking(this.st.getRunWithActivities, this.st.getRunWithActivitiesForUpdate);
-    const rows = await this.all<RunRow & Record<string, unknown>>(stmt, [runId]);
+    const rows = await this.all<RunRow & { fresh: boolean } & Record<string, unknown>>(stmt, [runId]);
     if (rows.length === 0) return { run: undefined, activities: [] };
+    const run = rowToRun(rows[0]!);
+    // The statement waited for a run another transaction changed: read the activities again, in a
+    // statement of their own that sees that commit (the run is locked now, so they hold still).
+    if (!rows[0]!.fresh) return { run, activities: await this.listActivities(runId) };
     const activities: ActivityRecord[] = [];
     for (const row of rows) {
       const a = prefixedRowToActivity(row);
       if (a) activities.push(a);
     }
-    return { run: rowToRun(rows[0]!), activities };
+    return { run, activities };
   }
 
   async listTimers(runId: string): Promise<TimerRecord[]> {
