@@ -42,8 +42,7 @@ export function packPayloads(topics: readonly string[]): { payloads: Payload[]; 
     if (currentBytes + added > MAX_PAYLOAD_BYTES) {
       payloads.push({ text: JSON.stringify(current), topics: current.length });
       current = [];
-      currentBytes = 2;
-      currentBytes += bytes;
+      currentBytes = 2 + bytes;
     } else {
       currentBytes += added;
     }

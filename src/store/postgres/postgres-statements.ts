@@ -12,16 +12,10 @@ import {
 
 /** The fixed SQL of the PostgreSQL adapter, per schema (rows are mapped in postgres-rows.ts). */
 
-function columnList<R>(columns: Columns<R>, alias = ''): string {
+/** The columns, each after `alias`; with `as`, each renamed to `as + column` (two tables' rows side by side). */
+function columnList<R>(columns: Columns<R>, alias = '', as = ''): string {
   return Object.values<readonly [string, Encoder]>(columns)
-    .map(([c]) => alias + c)
-    .join(', ');
-}
-
-/** The columns under the names `prefix + column` (for a statement that returns two tables' rows side by side). */
-function prefixedColumnList<R>(columns: Columns<R>, prefix: string): string {
-  return Object.values<readonly [string, Encoder]>(columns)
-    .map(([c]) => `${c} AS ${prefix}${c}`)
+    .map(([c]) => (as === '' ? alias + c : `${alias}${c} AS ${as}${c}`))
     .join(', ');
 }
 
@@ -36,8 +30,8 @@ function insertSql<R>(table: string, columns: Columns<R>): string {
  *
  * Locking: the `*ForUpdate` reads serve `getRun`/`getActivity`/`listActivities`/`getRunWithActivities`/
  * `getQuery`/`findRun`/`findOpenRun` inside `transaction` (the runtime reads, checks and writes those
- * rows: the lock makes that a compare-and-set); the claim and sweep queries lock what they return and skip rows another
- * transaction holds.
+ * rows: the lock makes that a compare-and-set); the claim and sweep queries lock what they return and
+ * skip rows another transaction holds.
  */
 export function buildStatements(schema: string) {
   const s = quoteIdent(schema);
@@ -65,7 +59,7 @@ export function buildStatements(schema: string) {
     `WITH r AS (${RUN_LOCKED} WHERE run_id = $1${lock}), ` +
     `s AS (SELECT xmin AS seen_xmin FROM ${runs} WHERE run_id = $1) ` +
     `SELECT r.*, (r.locked_xmin = s.seen_xmin) IS TRUE AS fresh, a.* FROM r LEFT JOIN s ON true LEFT JOIN LATERAL ` +
-    `(SELECT ${prefixedColumnList(ACTIVITY_COLUMNS, ACTIVITY_PREFIX)} FROM ${activities} ` +
+    `(SELECT ${columnList(ACTIVITY_COLUMNS, '', ACTIVITY_PREFIX)} FROM ${activities} ` +
     `WHERE run_id = r.run_id ORDER BY scheduled_event_id${lock}) a ON true ORDER BY a.${ACTIVITY_PREFIX}scheduled_event_id`;
 
   const sql = {
