@@ -26,7 +26,7 @@ export interface WorkflowSandboxOptions {
   readonly deadlockTimeoutMs?: number;
 }
 
-type Answer<T> = { value: T } | { error: FailureInfo };
+type Answer<T> = { value: T } | { error: FailureInfo; loading?: true };
 
 /** Ends the thread of a sandbox that was dropped without `close()`. */
 const orphans = new FinalizationRegistry<SandboxThread>((thread) => thread.stop());
@@ -120,29 +120,23 @@ export class WorkflowSandbox {
     return [...this.#types];
   }
 
-  /** A fresh instance of the workflows module for one run. */
+  /**
+   * A fresh instance of the workflows module for one run. The module is loaded in the thread with the
+   * instance's first call (one thread round trip instead of two); if it throws while loading, that
+   * call throws BundleError.
+   */
   createInstance(info: WorkflowInfo, logSink?: WorkflowLogSink): WorkflowInstance {
-    if (this.#thread.exited && !this.#closed) this.#replaceThread();
+    if (this.#closed) {
+      throw new LonghaulError(
+        'SANDBOX',
+        `loading workflow '${info.workflowType}' run ${info.runId}: the sandbox was closed`,
+      );
+    }
+    if (this.#thread.exited) this.#replaceThread();
     const id = this.#nextId++;
     if (logSink) this.#sinks.set(id, logSink);
-    const generation = this.#generation;
-    let out: Answer<unknown>;
-    try {
-      out = this.call(
-        { op: 'create', id, info, log: logSink !== undefined },
-        `loading workflow '${info.workflowType}' run ${info.runId}`,
-      );
-    } catch (err) {
-      this.release(id, generation);
-      throw err;
-    }
-    if ('error' in out) {
-      this.release(id, generation);
-      throw new BundleError(
-        `workflows module ${this.bundle.workflowsPath} threw while loading for run ${info.runId}: ${out.error.message}`,
-      );
-    }
-    return new WorkflowInstance(this, id, info, generation);
+    const create = JSON.stringify({ op: 'create', id, info, log: logSink !== undefined });
+    return new WorkflowInstance(this, id, info, this.#generation, create);
   }
 
   /** Ends the sandbox thread; every instance becomes unusable. Safe to call twice. */
@@ -156,10 +150,11 @@ export class WorkflowSandbox {
   }
 
   /**
-   * @internal Sends one request into the realm and parses the answer. A stopped call becomes a
-   * DeadlockError naming `what`.
+   * @internal Sends one request into the realm and parses the answer; `before` (JSON text of a request,
+   * a new instance's `create`) is dispatched ahead of it in the same round trip. A stopped call becomes
+   * a DeadlockError naming `what`.
    */
-  call<T>(request: Record<string, unknown>, what: string): Answer<T> {
+  call<T>(request: Record<string, unknown>, what: string, before?: string): Answer<T> {
     if (this.#closed) throw new LonghaulError('SANDBOX', `${what}: the sandbox was closed`);
     if (this.#thread.exited) this.#replaceThread();
     const generation = this.#generation;
@@ -170,6 +165,7 @@ export class WorkflowSandbox {
     } else {
       text = JSON.stringify(request);
     }
+    if (before !== undefined) text = `${before}\n${text}`;
     const answer: ThreadAnswer = this.#thread.call(text);
     switch (answer.kind) {
       case 'ok':
@@ -250,13 +246,16 @@ export class WorkflowInstance {
   private readonly id: number;
   private disposed = false;
   private broken: string | undefined;
+  /** The `create` request (JSON text) until the first call sends it. */
+  private create: string | undefined;
 
   /** @internal Use WorkflowSandbox.createInstance. */
-  constructor(sandbox: WorkflowSandbox, id: number, info: WorkflowInfo, generation: number) {
+  constructor(sandbox: WorkflowSandbox, id: number, info: WorkflowInfo, generation: number, create: string) {
     this.sandbox = sandbox;
     this.id = id;
     this.info = info;
     this.generation = generation;
+    this.create = create;
   }
 
   private get label(): string {
@@ -275,14 +274,21 @@ export class WorkflowInstance {
 
   private request<T>(request: Record<string, unknown>): T {
     let out: Answer<T>;
+    const create = this.create;
+    this.create = undefined;
     try {
-      out = this.sandbox.call<T>({ ...request, id: this.id }, this.label);
+      out = this.sandbox.call<T>({ ...request, id: this.id }, this.label, create);
     } catch (err) {
       this.broken = err instanceof Error ? err.message : String(err);
       throw err;
     }
     if ('error' in out) {
       this.broken = out.error.message;
+      if (out.loading) {
+        throw new BundleError(
+          `workflows module ${this.sandbox.bundle.workflowsPath} threw while loading for run ${this.info.runId}: ${out.error.message}`,
+        );
+      }
       throw new LonghaulError(
         'SANDBOX',
         `${this.label}: internal error in the workflow runtime: ${out.error.message}`,

@@ -19,6 +19,12 @@
  * `settle` after the promise jobs ran; finally answers `{commands, taskFailure?}`), `query {id,
  * queryType, args}`, `dispose {id}`. Any request may carry `dispose: [id, ...]`: instances to release
  * first (the host batches disposals this way instead of a call each).
+ *
+ * One input may hold several requests separated by '\n' (JSON text never contains a raw newline): they
+ * are dispatched in order, each in an evaluation of its own (after the follow-ups of the one before),
+ * and the answer is the last one's. The host sends a new run's `create` this way, ahead of its first
+ * activation, saving a thread round trip. When a request fails, the requests after it are dropped; a
+ * failed `create` answers `{error, loading: true}`.
  */
 import type { Activation, WorkflowInfo } from '../common/commands.js';
 import { toFailureInfo } from '../common/errors.js';
@@ -140,18 +146,27 @@ export function boot(factory: ModuleFactory): HostSlot {
     next: '',
     dispatch(): string {
       slot.next = '';
+      const input = slot.input;
+      const nl = input.indexOf('\n');
       let req: Request;
       try {
-        req = JSON.parse(slot.input) as Request;
+        req = JSON.parse(nl < 0 ? input : input.slice(0, nl)) as Request;
       } catch (err) {
         return JSON.stringify({ error: toFailureInfo(err) });
       }
       try {
         if (req.dispose) for (const id of req.dispose) release(id);
-        return JSON.stringify({ value: handle(req) });
+        const answer = JSON.stringify({ value: handle(req) });
+        if (nl >= 0) {
+          const rest = input.slice(nl + 1);
+          slot.next = slot.next === '' ? rest : `${slot.next}\n${rest}`;
+        }
+        return answer;
       } catch (err) {
         slot.next = '';
-        return JSON.stringify({ error: toFailureInfo(err) });
+        return JSON.stringify(
+          req.op === 'create' ? { error: toFailureInfo(err), loading: true } : { error: toFailureInfo(err) },
+        );
       }
     },
     takeLogs(): string {

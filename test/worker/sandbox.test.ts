@@ -1,6 +1,11 @@
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Activation, ActivationJob, WorkflowCommand } from '../../src/common/commands.js';
-import { ApplicationFailure, DeadlockError, QueryNotRegisteredError } from '../../src/common/errors.js';
+import {
+  ApplicationFailure,
+  BundleError,
+  DeadlockError,
+  QueryNotRegisteredError,
+} from '../../src/common/errors.js';
 import { bundleWorkflows } from '../../src/worker/bundler.js';
 import { type ActivationResult, type WorkflowInstance, WorkflowSandbox } from '../../src/worker/sandbox.js';
 import { fixturePath, runInfo, startJob } from './helpers/workflow-fixtures.js';
@@ -334,6 +339,41 @@ describe('WorkflowSandbox', () => {
     own.close();
     expect(() => instance.activate(activation([startJob('collector')]))).toThrow(/closed/);
     expect(() => own.createInstance(runInfo('collector', 'run-closed-2'))).toThrow(/closed/);
+  });
+});
+
+describe('WorkflowSandbox loading a module instance with its first call', () => {
+  let own: WorkflowSandbox;
+  beforeAll(async () => {
+    own = WorkflowSandbox.create(await bundleWorkflows(fixturePath('load-per-run.ts')));
+  });
+  afterAll(() => own.close());
+
+  it("runs the module's own promise jobs before the first activation", () => {
+    const r = own.createInstance(runInfo('traced', 'run-loaded')).activate(activation([startJob('traced')]));
+    expect(closing(r)).toEqual({
+      type: 'completeWorkflow',
+      result: ['module promise job', 'workflow body'],
+    });
+  });
+
+  it('throws BundleError from the first call when the module throws while loading; other runs still load', () => {
+    const refused = own.createInstance(runInfo('traced', 'run-refused-1'));
+    let error: unknown;
+    try {
+      refused.activate(activation([startJob('traced')]));
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(BundleError);
+    expect((error as Error).message).toContain(
+      'threw while loading for run run-refused-1: this module refuses to load for run-refused-1',
+    );
+    expect(() => refused.activate(activation([startJob('traced')]))).toThrow(/unusable/);
+    const r = own
+      .createInstance(runInfo('traced', 'run-loaded-2'))
+      .activate(activation([startJob('traced')]));
+    expect(closing(r)?.type).toBe('completeWorkflow');
   });
 });
 
