@@ -14,6 +14,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
+import { Client } from '../src/client/index.js';
+import { Runtime } from '../src/runtime/runtime.js';
 import { benchPostgres } from './postgres.js';
 import {
   type BenchWorkerOptions,
@@ -117,14 +119,7 @@ async function w3(count: number): Promise<void> {
     peakRss = Math.max(peakRss, process.memoryUsage().rss);
   }, 50);
   const start = performance.now();
-  const batch = 64;
-  for (let i = 0; i < count; i += batch) {
-    const starts: Promise<unknown>[] = [];
-    for (let j = i; j < Math.min(count, i + batch); j++) {
-      starts.push(env.client.workflow.start('sleeper', { workflowId: `w3-${j}`, taskQueue: 'bench' }));
-    }
-    await Promise.all(starts);
-  }
+  await startSleepers(env.client, count);
   const startedMs = performance.now() - start;
   const heapFlags = process.execArgv.filter((f) => /^--max-(semi|old)-space-size=/.test(f));
   // Wait until every workflow has run its activity and is asleep (its timer is the only pending row).
@@ -148,6 +143,44 @@ async function w3(count: number): Promise<void> {
       `(${fmt(running / count, 0)} with the WAL while running) ` +
       `(targets: started ≤ 1 s, RSS ≤ 150 MB, ≤ 600 B)${heapFlags.length > 0 ? `; node ${heapFlags.join(' ')}` : ''}`,
   );
+}
+
+/** Starts `count` sleepers, 64 at a time (each batch awaited before the next). */
+async function startSleepers(client: Client, count: number): Promise<void> {
+  const batch = 64;
+  for (let i = 0; i < count; i += batch) {
+    const starts: Promise<unknown>[] = [];
+    for (let j = i; j < Math.min(count, i + batch); j++) {
+      starts.push(client.workflow.start('sleeper', { workflowId: `w3-${j}`, taskQueue: 'bench' }));
+    }
+    await Promise.all(starts);
+  }
+}
+
+/**
+ * W3's starts with no worker in the process: what the start path costs by itself. In W3 proper the
+ * worker runs each new workflow's first task, its activity and its sleep in the same process meanwhile.
+ */
+async function w3StartsAlone(count: number): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'longhaul-bench-w3-starts-'));
+  const url = `sqlite:${join(dir, 'bench.sqlite')}`;
+  const runtime = await Runtime.acquire(url, { mode: 'node' }); // creates the store
+  const client = await Client.connect(url);
+  try {
+    const cpu = process.cpuUsage();
+    const start = performance.now();
+    await startSleepers(client, count);
+    const seconds = (performance.now() - start) / 1000;
+    const used = process.cpuUsage(cpu);
+    console.log(
+      `W3  the same ${count} starts with no worker in the process: ${fmt(seconds)} s (${fmt(count / seconds, 0)} starts/s, ` +
+        `${fmt((used.user + used.system) / count, 0)} µs of CPU each)`,
+    );
+  } finally {
+    await client.close();
+    await runtime.release();
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** Node flags of the second W3 run: small young generation, old generation capped at 96 MB. */
@@ -243,6 +276,7 @@ async function main(): Promise<void> {
     } else {
       await w3(n(10_000));
       if (full) await w3(100_000);
+      if (process.execArgv.every((f) => !W3_CAPPED_HEAP_FLAGS.includes(f))) await w3StartsAlone(n(10_000));
     }
   }
   if (only.has('W4')) await w4();

@@ -3,7 +3,8 @@
  * in µs per call, for a trivial workflow (each activation is one job and one command):
  * - activation of a cached instance: back to back (as in a replay), after 1 ms asleep (a worker waiting
  *   for work) and after 1 ms of other work (a busy worker);
- * - instance creation (a fresh module instance; disposal is measured separately);
+ * - a new run: a fresh module instance, loaded with its first activation (disposal is measured
+ *   separately);
  * - query of a cached instance.
  *
  * Each figure is the median over rounds of one round's mean, and the median single call (p50) over all
