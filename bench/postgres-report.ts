@@ -143,12 +143,13 @@ export function printW1Breakdown(r: RunResult, base: ServerBaseline): void {
   const calls = p.transactions + p.reads;
   const busy = p.busyMs / r.count;
   const modelMs =
-    (p.transactions * base.commitMs + (p.statements - p.transactions) * base.roundTripMs) / r.count;
+    (p.transactions * base.commitMs + (p.roundTrips - p.transactions) * base.roundTripMs) / r.count;
   console.log(
     `    one workflow (mean ${fmt(mean)} ms, ${fmt(mean / 10)} ms a step): store busy ${fmt(busy)} ms (${fmt((100 * busy) / mean, 0)}%) ` +
       `in ${fmt(p.transactions / r.count, 1)} transactions + ${fmt(p.reads / r.count, 1)} reads of ${fmt(p.callMs / calls)} ms each, ` +
-      `${fmt(p.statements / r.count, 1)} statements (${fmt(p.statements / calls, 1)} a call); ` +
-      `one raw commit per transaction + one round trip per other statement would be ${fmt(modelMs)} ms; ` +
+      `${fmt(p.statements / r.count, 1)} statements (${fmt(p.statements / calls, 1)} a call) in ` +
+      `${fmt(p.roundTrips / r.count, 1)} round trips (${fmt(p.roundTrips / calls, 1)} a call); ` +
+      `one raw commit per transaction + one round trip per other round trip would be ${fmt(modelMs)} ms; ` +
       `outside the store ${fmt(mean - busy)} ms; this process used ${fmt((r.cpuMs ?? 0) / r.count)} ms CPU per workflow ` +
       `(its statements at the driver's cost of a SELECT 1: ${fmt((p.statements / r.count) * base.roundTripCpuMs)} ms)`,
   );

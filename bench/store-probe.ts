@@ -1,7 +1,9 @@
 /**
  * Cheap instrumentation for the PostgreSQL W1 breakdown: how long a store spends in transactions and
- * reads (each call's wall time, and the time at least one was in flight), and how many statements
- * (round trips) the `pg` driver sent meanwhile. `stop()` undoes every patch; call it in a `finally`.
+ * reads (each call's wall time, and the time at least one was in flight), how many statements the `pg`
+ * driver sent meanwhile, and in how many round trips (a connection pipelines statements: one sent while
+ * another of its connection is unanswered shares that one's round trip). `stop()` undoes every patch;
+ * call it in a `finally`.
  */
 import pg from 'pg';
 import type { ReadOptions, Store, StoreReader, StoreTx } from '../src/store/store.js';
@@ -15,6 +17,8 @@ export interface StoreProbeResult {
   readonly busyMs: number;
   /** Queries sent by any `pg` client of this process (BEGIN and COMMIT included). */
   readonly statements: number;
+  /** Queries sent while no earlier one of the same connection was unanswered: the waits for the server. */
+  readonly roundTrips: number;
   /** The same queries by kind (`BEGIN`, `COMMIT`, `NOTIFY`, or the verb and first table: `SELECT runs`). */
   readonly byKind: ReadonlyMap<string, number>;
 }
@@ -24,7 +28,7 @@ export interface StoreProbe {
   stop(): StoreProbeResult;
 }
 
-type Query = (this: unknown, ...args: unknown[]) => unknown;
+type Query = (this: object, ...args: unknown[]) => unknown;
 
 export function probeStore(store: Store): StoreProbe {
   let transactions = 0;
@@ -34,6 +38,8 @@ export function probeStore(store: Store): StoreProbe {
   let active = 0;
   let busySince = 0;
   let statements = 0;
+  let roundTrips = 0;
+  const unanswered = new WeakMap<object, number>();
   const byKind = new Map<string, number>();
   const timed = <T>(p: () => Promise<T>): Promise<T> => {
     const start = performance.now();
@@ -58,11 +64,18 @@ export function probeStore(store: Store): StoreProbe {
   // The store's pool creates its connections from the same `pg.Client` class.
   const proto = pg.Client.prototype as unknown as { query: Query };
   const query = proto.query;
-  proto.query = function (this: unknown, ...args: unknown[]) {
+  proto.query = function (this: object, ...args: unknown[]) {
     statements++;
     const kind = statementKind(args[0]);
     byKind.set(kind, (byKind.get(kind) ?? 0) + 1);
-    return query.apply(this, args);
+    const pending = unanswered.get(this) ?? 0;
+    if (pending === 0) roundTrips++;
+    const result = query.apply(this, args);
+    if (!(result instanceof Promise)) return result;
+    unanswered.set(this, pending + 1);
+    const answered = () => unanswered.set(this, (unanswered.get(this) ?? 1) - 1);
+    result.then(answered, answered);
+    return result;
   };
   let result: StoreProbeResult | null = null;
   return {
@@ -71,7 +84,7 @@ export function probeStore(store: Store): StoreProbe {
       store.transaction = transaction;
       store.read = read;
       proto.query = query;
-      result = { transactions, reads, callMs, busyMs, statements, byKind };
+      result = { transactions, reads, callMs, busyMs, statements, roundTrips, byKind };
       return result;
     },
   };

@@ -9,7 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { StoreError } from '../../src/common/errors.js';
 import { activity, marker, run, timer } from '../../src/store/conformance/records.js';
 import { openStore } from '../../src/store/open-store.js';
-import { BatchStatements, cteOf, renumber } from '../../src/store/postgres/postgres-batch.js';
+import { BatchStatements, batchValues, cteOf, renumber } from '../../src/store/postgres/postgres-batch.js';
 import type { PostgresStore } from '../../src/store/postgres/postgres-store.js';
 import { adminQuery, dropSchema, storeUrl, testSchema } from './fixtures/postgres.js';
 
@@ -30,14 +30,24 @@ describe('batch statements', () => {
       shape: stmt.name,
       sql: cteOf(stmt),
       values,
-      accepts: () => true,
+      expect: 'any' as const,
     });
     const first = batches.get([write(del, [1, 2]), write(upd, [3, 4])]);
     expect(first.text).toBe(
       'WITH w0 AS (DELETE FROM t WHERE a = $1 AND b = $2 RETURNING 1), ' +
-        'w1 AS (UPDATE r SET x = $3 WHERE id = $4 RETURNING 1) ' +
-        'SELECT (SELECT count(*) FROM w0)::int AS c0, (SELECT count(*) FROM w1)::int AS c1',
+        'w1 AS (UPDATE r SET x = $3 WHERE id = $4 RETURNING 1), ' +
+        'lh_counts AS (SELECT (SELECT count(*) FROM w0)::int AS c0, (SELECT count(*) FROM w1)::int AS c1) ' +
+        'SELECT c0, c1 FROM lh_counts',
     );
+    // Exact and at-least-one counts are checked by the statement itself; exact ones are parameters.
+    const checked = batches.get([
+      { ...write(del, [1, 2]), expect: 3 },
+      { ...write(upd, [3, 4]), expect: 'some' as const },
+    ]);
+    expect(checked.text).toContain(
+      "SELECT c0, c1, CASE WHEN c0 = $5 AND c1 > 0 THEN 0 ELSE ('longhaul: a deferred write",
+    );
+    expect(batchValues([{ ...write(del, [1, 2]), expect: 3 }, write(upd, [3, 4])])).toEqual([1, 2, 3, 4, 3]);
     // Same shapes, other values: the same (prepared) statement; another order is another statement.
     expect(batches.get([write(del, [5, 6]), write(upd, [7, 8])])).toBe(first);
     expect(batches.get([write(upd, [1, 2]), write(del, [3, 4])]).name).not.toBe(first.name);
@@ -49,16 +59,25 @@ describe('deferred writes on PostgreSQL', () => {
   let store: PostgresStore;
   /** Statements sent by the store's connections while `count` is on, by their first words. */
   let sent: string[] | undefined;
+  /** Of those, the ones sent while no earlier one of their connection was unanswered (a round trip each). */
+  let waits = 0;
+  const unanswered = new WeakMap<object, number>();
   const proto = pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown };
   const query = proto.query;
 
   beforeAll(async () => {
     schema = testSchema();
     store = (await openStore(storeUrl(schema), { mode: 'node' })) as PostgresStore;
-    proto.query = function (this: unknown, ...args: unknown[]) {
+    proto.query = function (this: object, ...args: unknown[]) {
       const first = args[0] as string | { text: string };
       sent?.push((typeof first === 'string' ? first : first.text).split(' ').slice(0, 2).join(' '));
-      return query.apply(this, args);
+      const pending = unanswered.get(this) ?? 0;
+      if (pending === 0) waits++;
+      unanswered.set(this, pending + 1);
+      const answered = () => unanswered.set(this, (unanswered.get(this) ?? 1) - 1);
+      const result = query.apply(this, args) as Promise<unknown>;
+      result.then(answered, answered);
+      return result;
     };
   });
   afterAll(async () => {
@@ -75,11 +94,14 @@ describe('deferred writes on PostgreSQL', () => {
     );
   });
 
-  async function counted<T>(fn: () => Promise<T>): Promise<{ value: T; statements: string[] }> {
+  async function counted<T>(
+    fn: () => Promise<T>,
+  ): Promise<{ value: T; statements: string[]; roundTrips: number }> {
     sent = [];
+    const before = waits;
     try {
       const value = await fn();
-      return { value, statements: sent };
+      return { value, statements: sent, roundTrips: waits - before };
     } finally {
       sent = undefined;
     }
@@ -91,7 +113,7 @@ describe('deferred writes on PostgreSQL', () => {
       await tx.insertActivity(activity({ scheduledEventId: 5 }));
     });
     const before = store.stats().replays;
-    const { statements } = await counted(() =>
+    const { statements, roundTrips } = await counted(() =>
       store.transaction(async (tx) => {
         const { run: r } = await tx.getRunWithActivities('run-1');
         await tx.deleteActivity('run-1', 5);
@@ -106,6 +128,8 @@ describe('deferred writes on PostgreSQL', () => {
     expect(statements[1]).toBe('WITH r');
     expect(statements[2]).toBe('WITH w0');
     expect(statements[3]).toBe('COMMIT');
+    // BEGIN goes out with the read, COMMIT with the writes: two waits for the server, not four.
+    expect(roundTrips).toBe(2);
     expect(store.stats().replays).toBe(before);
     const after = await store.read(async (tx) => ({
       run: await tx.getRun('run-1'),
@@ -115,6 +139,52 @@ describe('deferred writes on PostgreSQL', () => {
     expect(after.run?.nextEventId).toBe(3);
     expect(after.events.map((e) => e.eventId)).toEqual([1, 2]);
     expect(after.activities.map((a) => a.scheduledEventId)).toEqual([6]);
+  });
+
+  it('a transaction of writes alone is one round trip; one that sends nothing sends no BEGIN either', async () => {
+    const write = await counted(() =>
+      store.transaction(async (tx) => {
+        await tx.insertRun(run());
+        await tx.insertTimer(timer());
+      }),
+    );
+    expect(write.statements).toEqual(['BEGIN ISOLATION', 'WITH w0', 'COMMIT']);
+    expect(write.roundTrips).toBe(1);
+    expect((await store.read((tx) => tx.listTimers('run-1'))).map((t) => t.timerKey)).toEqual(['t1']);
+    const empty = await counted(() => store.transaction(async () => 'nothing to do'));
+    expect(empty.value).toBe('nothing to do');
+    expect(empty.statements).toEqual([]);
+    const read = await counted(() => store.read((tx) => tx.getRun('run-1')));
+    expect(read.value?.runId).toBe('run-1');
+    // A snapshot read: BEGIN with its statement, then COMMIT.
+    expect(read.statements).toEqual(['BEGIN ISOLATION', 'SELECT run_id,', 'COMMIT']);
+    expect(read.roundTrips).toBe(2);
+  });
+
+  it('a batch checks its own row counts: a wrong count fails the statement, so the COMMIT behind it rolls back', async () => {
+    await store.transaction((tx) => tx.insertRun(run()));
+    const before = store.stats().replays;
+    // Batch of two: the update finds its row, the timer insert collides with nothing, but the append
+    // finds event 1 taken by the concurrent commit below.
+    const outcome = await store
+      .transaction(async (tx) => {
+        await tx.updateRun('run-1', { nextEventId: 2 });
+        await tx.appendEvents('run-1', 1, [marker(7)]);
+        if (store.stats().replays === before) {
+          // First attempt only: another connection appends event 1 while these writes are held back.
+          await store.transaction((other) => other.appendEvents('run-1', 1, [marker(1)]));
+        }
+      })
+      .catch((e: unknown) => e);
+    expect((outcome as StoreError).code).toBe('EVENT_CONFLICT');
+    expect(store.stats().replays).toBe(before + 1);
+    const after = await store.read(async (tx) => ({
+      run: await tx.getRun('run-1'),
+      events: await tx.readEvents('run-1'),
+    }));
+    // Nothing of the transaction was committed: not the run update sent in the same statement.
+    expect(after.run?.nextEventId).toBe(1);
+    expect(after.events.map((e) => e.attributes)).toEqual([marker(1).attributes]);
   });
 
   it('a read inside the transaction sees the writes held back before it', async () => {

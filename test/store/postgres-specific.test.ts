@@ -812,7 +812,9 @@ describe('transactions and locks', () => {
       { snapshot: false },
     );
     expect(probe).toEqual([{ autocommit: true }]);
+    // A snapshot read opens its transaction with its first statement (BEGIN goes out with it).
     const inBlock = await store.read(async (tx) => {
+      await tx.getRun('run-1');
       await new Promise((resolve) => setTimeout(resolve, 5));
       return autocommit(tx);
     });

@@ -4,18 +4,31 @@ import type { Statement } from './postgres-rows.js';
  * Deferred writes: inside `transaction`, the adapter holds back writes whose result the caller does not
  * read (it only needs to know they will succeed) and sends them together, as one statement of
  * data-modifying CTEs, just before the next statement that must run now (a read, a write that reports
- * something) or before COMMIT. A step of the hot path thus writes with one round trip instead of four.
+ * something) or together with COMMIT. A step of the hot path thus writes with one round trip instead of
+ * four, and that round trip also commits.
  *
- * Each deferred write states which row counts the immediate call would have accepted. When any write of
- * a batch gets another count, or the batch raises a (non-transient) database error, the adapter cannot
- * report it at the call that made the write any more: the store rolls the transaction back and runs the
- * callback again with immediate writes, where the error surfaces at the call, exactly as the store
- * contract says (callbacks may run more than once already: transient faults re-run them).
+ * Each deferred write states which row counts the immediate call would have accepted. The statement
+ * itself checks them: when any write of a batch gets another count, it raises an error, so a COMMIT sent
+ * right behind it finds the transaction aborted and rolls back. Either way (a count, or any other
+ * non-transient database error), the adapter cannot report the failure at the call that made the write
+ * any more: the store rolls the transaction back and runs the callback again with immediate writes,
+ * where the error surfaces at the call, exactly as the store contract says (callbacks may run more than
+ * once already: transient faults re-run them).
  *
  * Sub-statements of one statement all see the snapshot taken at its start and not each other's
  * effects, and one row must not be changed twice in one statement. So two writes that share a key (the
  * row or rows they touch) never go in one batch: the second flushes the first.
  */
+
+/** The row counts an immediate write would accept from its last CTE entry: any, at least one, exactly n. */
+export type ExpectedRows = 'any' | 'some' | number;
+
+export function acceptsRows(expected: ExpectedRows, rows: number): boolean {
+  if (expected === 'any') return rows >= 0;
+  if (expected === 'some') return rows > 0;
+  return rows === expected;
+}
+
 export interface DeferredWrite {
   /** What the write touches: a run, an activity, a timer, a run's events or buffer, a query, a request. */
   readonly key: string;
@@ -24,8 +37,8 @@ export interface DeferredWrite {
   /** The write's CTE entries (placeholders `$1..` of its own values), the last one named `alias`. */
   readonly sql: (alias: string) => string;
   readonly values: readonly unknown[];
-  /** Whether the immediate call would have accepted this many rows returned by the last CTE entry. */
-  readonly accepts: (rows: number) => boolean;
+  /** The row counts of the last CTE entry the immediate call would have accepted. */
+  readonly expect: ExpectedRows;
 }
 
 /** A data-modifying statement (no RETURNING) as the one CTE entry of a deferred write. */
@@ -64,16 +77,23 @@ export class DeferredWrites {
 /** Distinct batch shapes prepared by name; beyond this they run unnamed. */
 const BATCH_CACHE_LIMIT = 512;
 
+/** The prefix of the error a batch raises when a write touched another number of rows than expected. */
+export const BATCH_REJECTED = 'longhaul: a deferred write touched an unexpected number of rows';
+
 /**
- * The statements that send a batch, by the sequence of its writes' shapes, named on first use (each
- * connection parses and plans a shape once). Results: one row, `c0, c1, ...`: the rows each write's
- * last CTE entry returned.
+ * The statements that send a batch, by the sequence of its writes' shapes and expectations, named on
+ * first use (each connection parses and plans a shape once). Results: one row, `c0, c1, ...`: the rows
+ * each write's last CTE entry returned. A write expecting an exact count gets it as a parameter after
+ * all the writes' own (`batchValues`), so counts do not multiply the shapes. When a count is not as
+ * expected the statement fails (a cast of the message `BATCH_REJECTED ...` to int: error 22P02).
  */
 export class BatchStatements {
   private readonly cache = new Map<string, Statement>();
 
   get(writes: readonly DeferredWrite[]): Statement {
-    const signature = writes.map((w) => w.shape).join('\n');
+    const signature = writes
+      .map((w) => `${w.shape}\t${typeof w.expect === 'number' ? 'n' : w.expect}`)
+      .join('\n');
     const cached = this.cache.get(signature);
     if (cached) return cached;
     let offset = 0;
@@ -84,12 +104,31 @@ export class BatchStatements {
       counts.push(`(SELECT count(*) FROM w${i})::int AS c${i}`);
       offset += w.values.length;
     });
-    const text = `WITH ${entries.join(', ')} SELECT ${counts.join(', ')}`;
+    const checks: string[] = [];
+    writes.forEach((w, i) => {
+      if (w.expect === 'some') checks.push(`c${i} > 0`);
+      else if (typeof w.expect === 'number') checks.push(`c${i} = $${++offset}`);
+    });
+    const columns = writes.map((_, i) => `c${i}`).join(', ');
+    // The ELSE branch reads the counts, so it is evaluated only when reached (never folded at planning).
+    const guard =
+      checks.length === 0
+        ? ''
+        : `, CASE WHEN ${checks.join(' AND ')} THEN 0 ` +
+          `ELSE ('${BATCH_REJECTED} (rows: ' || concat_ws(',', ${columns}) || ')')::int END AS rejected`;
+    const text = `WITH ${entries.join(', ')}, lh_counts AS (SELECT ${counts.join(', ')}) SELECT ${columns}${guard} FROM lh_counts`;
     if (this.cache.size >= BATCH_CACHE_LIMIT) return { name: '', text };
     const stmt = { name: `lh_batch_${this.cache.size + 1}`, text };
     this.cache.set(signature, stmt);
     return stmt;
   }
+}
+
+/** The parameters of a batch statement: each write's values, then the exact counts expected. */
+export function batchValues(writes: readonly DeferredWrite[]): unknown[] {
+  const values = writes.flatMap((w) => w.values);
+  for (const w of writes) if (typeof w.expect === 'number') values.push(w.expect);
+  return values;
 }
 
 /**

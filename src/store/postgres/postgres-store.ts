@@ -130,8 +130,14 @@ export interface PostgresStoreStats {
  *   With `{ snapshot: false }` it opens no transaction: each statement runs on its own (two round trips
  *   fewer for a single read); the handle still refuses writes.
  * - Inside `transaction`, writes whose result the callback does not read are held back and sent as one
- *   statement (data-modifying CTEs) before the next other statement or COMMIT: a hot-path step writes in
- *   one round trip, not four (postgres-batch.ts). If such a batch does not succeed exactly as the writes
+ *   statement (data-modifying CTEs) before the next other statement or with COMMIT: a hot-path step writes
+ *   in one round trip, not four (postgres-batch.ts).
+ * - Round trips: connections pipeline (`pg` >= 8.23). BEGIN goes out with the callback's first statement
+ *   and COMMIT right behind its last batch of writes, each pair in one socket write; a batch checks its
+ *   own row counts and fails if one is off, so the COMMIT behind it finds the transaction aborted and
+ *   rolls back. A hot-path step (read the run, write the step) is two round trips; a callback that sends
+ *   nothing sends no BEGIN and no COMMIT either. (BEGIN cannot fail on a live connection, so no statement
+ *   ever runs outside the transaction it was meant for.) If such a batch does not succeed exactly as the writes
  *   one by one would have (a duplicate, a missing row, a conflicting append, any database error), the
  *   attempt is rolled back and the callback re-run with each write sent at its call, so every error is
  *   reported by the call that caused it, as the contract says (`stats().replays` counts these re-runs).
@@ -197,6 +203,9 @@ export class PostgresStore implements Store {
       idleTimeoutMillis: IDLE_TIMEOUT_MS,
       allowExitOnIdle: true,
       types: TYPES,
+      // Queries go out without waiting for the answers to earlier ones (pg >= 8.23): BEGIN with the first
+      // statement, the last batch of writes with COMMIT. Answers come back in order.
+      pipeline: true,
     });
     // An idle pooled connection that dies (server restart, pg_terminate_backend) is dropped by the pool;
     // without a listener the error would crash the process.
@@ -370,30 +379,44 @@ export class PostgresStore implements Store {
     client.on('error', onError);
     const tx = new PostgresTx(client, this.sql, {
       writable,
+      // BEGIN goes out with the callback's first statement, COMMIT with its last batch of writes (the
+      // connection pipelines them): neither costs a round trip of its own.
+      begin: inTransaction ? (writable ? BEGIN_WRITE : BEGIN_READ) : undefined,
       deferWrites,
       where: this.description,
       schema: this.options.schema,
     });
     let broken: Error | undefined;
+    let committing: Promise<PgResult> | undefined;
+    const sendCommit = (): void => {
+      committing = client.query(COMMIT);
+      committing.catch(() => undefined); // awaited below
+    };
     try {
-      if (inTransaction) await client.query(writable ? BEGIN_WRITE : BEGIN_READ);
       let value: T | undefined;
       let thrown: { error: unknown } | undefined;
       try {
         value = await fn(tx);
-        await tx.flush(); // the writes still held back
+        // The writes still held back, then COMMIT (only for a write transaction that is not doomed).
+        await tx.flush(writable && !tx.doomed ? sendCommit : undefined);
       } catch (error) {
         thrown = { error };
       } finally {
         tx.end();
       }
+      // Undefined if the callback sent nothing: then there is no transaction to end either.
+      const opened = tx.begun !== undefined;
+      await tx.begun; // answered before any later statement
       const transient =
         tx.transientFault ??
         lost ??
         (thrown && isTransientStoreErrorClass(classifyStoreError(thrown.error)) ? thrown.error : undefined);
       const replay = tx.replayNeeded;
       if (transient !== undefined || replay !== undefined || thrown || tx.abortedBy !== undefined) {
-        if (inTransaction) {
+        // A COMMIT sent behind a failed batch found the transaction aborted: the server rolled it back.
+        // ROLLBACK once more all the same (outside a transaction it only warns).
+        await committing?.catch(() => undefined);
+        if (opened) {
           await this.rollback(client).catch((err: unknown) => {
             broken = asError(err);
           });
@@ -407,7 +430,7 @@ export class PostgresStore implements Store {
         return { kind: 'failed', error: failure(this.description, tx.abortedBy) };
       }
       // The server may have aborted the transaction without this handle seeing an error (never expected).
-      if (inTransaction && (await client.query(COMMIT)).command === 'ROLLBACK') {
+      if (opened && (await (committing ?? client.query(COMMIT))).command === 'ROLLBACK') {
         return { kind: 'failed', error: failure(this.description, new Error('COMMIT was rolled back')) };
       }
       this.counters.commits++;
@@ -418,7 +441,7 @@ export class PostgresStore implements Store {
       if (isTransientStoreErrorClass(classifyStoreError(err)) || lost !== undefined) {
         return { kind: 'transient', error: err };
       }
-      if (inTransaction) await this.rollback(client).catch(() => undefined);
+      await this.rollback(client).catch(() => undefined);
       return { kind: 'failed', error: failure(this.description, err) };
     } finally {
       client.off('error', onError);
@@ -431,9 +454,9 @@ export class PostgresStore implements Store {
   }
 }
 
-// Parameterless: sent with the simple query protocol, one round trip each.
-const BEGIN_WRITE = { text: 'BEGIN ISOLATION LEVEL READ COMMITTED' };
-const BEGIN_READ = { text: 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY' };
+// Parameterless and unnamed: sent with the simple query protocol.
+const BEGIN_WRITE = { name: '', text: 'BEGIN ISOLATION LEVEL READ COMMITTED' };
+const BEGIN_READ = { name: '', text: 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY' };
 const COMMIT = { text: 'COMMIT' };
 const ROLLBACK = { text: 'ROLLBACK' };
 const CURRENT_TIME = 'SELECT (extract(epoch from clock_timestamp()) * 1000)::float8 AS now';

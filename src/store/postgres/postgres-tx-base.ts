@@ -1,6 +1,14 @@
 import { StoreError } from '../../common/errors.js';
 import { classifyStoreError, errorCode, isTransientStoreErrorClass } from '../errors.js';
-import { type BatchStatements, cteOf, type DeferredWrite, DeferredWrites } from './postgres-batch.js';
+import {
+  acceptsRows,
+  type BatchStatements,
+  batchValues,
+  cteOf,
+  type DeferredWrite,
+  DeferredWrites,
+  type ExpectedRows,
+} from './postgres-batch.js';
 import { failure, messageOf } from './postgres-errors.js';
 import type { Columns, SqlValue, Statement } from './postgres-rows.js';
 import type { PatchStatements, PostgresStatements, WhereBuilder } from './postgres-statements.js';
@@ -16,6 +24,8 @@ export interface PostgresSql {
 export interface PostgresTxOptions {
   /** A `transaction` handle (else a `read` handle: writes are refused). */
   readonly writable: boolean;
+  /** The statement that opens the transaction, sent with the first statement; none: each runs alone. */
+  readonly begin?: Statement;
   /** Hold back writes and send them together (see postgres-batch.ts); false: each write runs at once. */
   readonly deferWrites: boolean;
   /** The store's description, for errors. */
@@ -30,13 +40,18 @@ export interface PgResult {
   readonly command?: string;
 }
 
-/** The part of a `pg` client the transaction handle uses: named (prepared) parameterised queries. */
+/**
+ * The part of a `pg` client the transaction handle uses: named (prepared) parameterised queries, sent
+ * without waiting for earlier answers (the pool's connections pipeline), and the socket, corked so that
+ * statements sent together leave in one write.
+ */
 export interface PgQueryable {
   query(config: {
     readonly name?: string;
     readonly text: string;
     readonly values?: readonly unknown[];
   }): Promise<PgResult>;
+  readonly connection?: { readonly stream: { cork(): void; uncork(): void } };
 }
 
 const SAVEPOINT = 'lh_savepoint';
@@ -58,6 +73,10 @@ export class PostgresTxBase {
   private readonly where: string;
   protected readonly schema: string;
   private readonly deferred: DeferredWrites | undefined;
+  /** The opening statement, until it goes out with the first statement (see `send`). */
+  private begin: Statement | undefined;
+  /** The opening statement's answer, once sent: undefined while the transaction has sent nothing. */
+  begun: Promise<PgResult> | undefined;
 
   constructor(
     private readonly db: PgQueryable,
@@ -69,6 +88,7 @@ export class PostgresTxBase {
     this.where = options.where;
     this.schema = options.schema;
     this.deferred = options.writable && options.deferWrites ? new DeferredWrites() : undefined;
+    this.begin = options.begin;
   }
 
   end(): void {
@@ -120,26 +140,45 @@ export class PostgresTxBase {
 
   /**
    * Sends the deferred writes, if any, as one statement (postgres-batch.ts). The store calls it once
-   * more after the callback, before COMMIT. A batch that does not succeed exactly as its writes would
-   * have one by one sets `replayNeeded` and throws STORE_RETRY.
+   * more after the callback, with `then`: a function that sends COMMIT, called in the same socket write
+   * as the batch (or alone when nothing is held back; never when the transaction sent nothing at all),
+   * so the last writes and COMMIT share one round trip. A batch that does not succeed exactly as its
+   * writes would have one by one sets `replayNeeded` and throws STORE_RETRY (the statement itself fails
+   * then, so a COMMIT behind it rolls back).
    */
-  async flush(): Promise<void> {
+  async flush(then?: () => void): Promise<void> {
     const writes = this.deferred?.take();
-    if (!writes || writes.length === 0) return;
-    const stmt = this.sql.batches.get(writes);
-    const row = (
-      await this.send(
-        stmt,
-        writes.flatMap((w) => w.values),
-        'batch',
-      )
-    ).rows[0] as Record<string, number> | undefined;
-    const rejected = writes.findIndex((w, i) => !w.accepts(row?.[`c${i}`] ?? -1));
+    if (!writes || writes.length === 0) {
+      if (this.begun) then?.();
+      return;
+    }
+    // Throws before anything is sent; `send` then issues the query before its first await.
+    this.checkUsable();
+    const sent = this.together(() => {
+      const batch = this.send(this.sql.batches.get(writes), batchValues(writes), 'batch');
+      then?.();
+      return batch;
+    });
+    const row = (await sent).rows[0] as Record<string, number> | undefined;
+    // The statement checks the counts itself, so this never fires. Were it to, a COMMIT sent behind the
+    // batch has gone: the re-run meets the callback's own guards, as after a COMMIT lost in flight.
+    const rejected = writes.findIndex((w, i) => !acceptsRows(w.expect, row?.[`c${i}`] ?? -1));
     if (rejected >= 0) {
       this.replayNeeded ??= new Error(
         `deferred write ${rejected} (${writes[rejected]?.key}) returned ${row?.[`c${rejected}`]} rows`,
       );
       throw replayError(this.replayNeeded);
+    }
+  }
+
+  /** Runs `send` with the socket corked: the statements it issues leave in one write (one syscall). */
+  private together<T>(send: () => T): T {
+    const stream = this.db.connection?.stream;
+    stream?.cork();
+    try {
+      return send();
+    } finally {
+      stream?.uncork();
     }
   }
 
@@ -157,19 +196,26 @@ export class PostgresTxBase {
 
   /**
    * A write of one statement touching the rows named by `key`: held back where this handle defers
-   * writes (resolves undefined; the batch checks the row count with `accepts`), else sent now (resolves
+   * writes (resolves undefined; the batch checks the row count against `expect`), else sent now (resolves
    * its result, for the caller to check). `first`: see `deferWrite`.
    */
   protected async write(
     key: string,
     stmt: Statement,
     values: readonly unknown[],
-    accepts: (rows: number) => boolean = () => true,
+    expect: ExpectedRows = 'any',
     first = false,
   ): Promise<PgResult | undefined> {
-    const write = { key, shape: stmt.name || stmt.text, sql: cteOf(stmt), values, accepts };
+    const write = { key, shape: stmt.name || stmt.text, sql: cteOf(stmt), values, expect };
     if (await this.deferWrite(write, first)) return undefined;
     return this.exec(stmt, values);
+  }
+
+  /** Whether an earlier statement doomed this attempt (it will be rolled back, perhaps re-run). */
+  get doomed(): boolean {
+    return (
+      this.transientFault !== undefined || this.replayNeeded !== undefined || this.abortedBy !== undefined
+    );
   }
 
   /** Throws if an earlier statement doomed this attempt. */
@@ -191,9 +237,17 @@ export class PostgresTxBase {
   ): Promise<PgResult> {
     this.checkUsable();
     try {
-      return await this.db.query(
-        stmt.name ? { name: stmt.name, text: stmt.text, values } : { text: stmt.text, values },
-      );
+      return await this.together(() => {
+        if (this.begin) {
+          // The transaction opens with its first statement: both go out in one write, one round trip.
+          this.begun = this.db.query(this.begin);
+          this.begun.catch(() => undefined); // the store awaits it
+          this.begin = undefined;
+        }
+        return this.db.query(
+          stmt.name ? { name: stmt.name, text: stmt.text, values } : { text: stmt.text, values },
+        );
+      });
     } catch (err) {
       const cls = classifyStoreError(err);
       if (isTransientStoreErrorClass(cls)) {
@@ -259,7 +313,7 @@ export class PostgresTxBase {
       }
       await this.exec({ name: '', text: `RELEASE SAVEPOINT ${SAVEPOINT}` }, []);
     } else {
-      result = await this.write(`${table}:${keyValues.join(':')}`, stmt, params, (n) => n > 0);
+      result = await this.write(`${table}:${keyValues.join(':')}`, stmt, params, 'some');
       if (!result) return; // deferred: the batch checks the row count
     }
     if (result.rowCount === 0) throw missing();

@@ -166,7 +166,7 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
     const values = encodeAll(RUN_COLUMNS, run);
     // First in its batch: a run closed by an earlier write of this transaction must leave `runs_one_open`
     // before the insert looks at it (sub-statements of one statement do not see each other's effects).
-    const result = await this.write(`runs:${run.runId}`, this.st.insertRun, values, (n) => n === 1, true);
+    const result = await this.write(`runs:${run.runId}`, this.st.insertRun, values, 1, true);
     if (!result || result.rowCount === 1) return;
     // Nothing inserted: the run id exists, or (the partial unique index) its workflow id has a running run.
     if ((await this.exec(this.st.runExists, [run.runId])).rows.length > 0) {
@@ -209,11 +209,9 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
       events.map((e) => JSON.stringify(e.attributes)),
     ];
     const key = `events:${runId}`;
-    const accepts = (n: number) => n === events.length;
+    const expect = events.length;
     // Its own CTE form (the statement is itself a WITH, which cannot nest as a data-modifying CTE).
-    if (
-      await this.deferWrite({ key, shape: 'appendEvents', sql: this.sql.deferredAppend, values, accepts })
-    ) {
+    if (await this.deferWrite({ key, shape: 'appendEvents', sql: this.sql.deferredAppend, values, expect })) {
       return;
     }
     const result = await this.exec(this.st.appendEvents, values);
@@ -245,7 +243,7 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
     this.checkWritable();
     const values = encodeAll(ACTIVITY_COLUMNS, activity);
     const key = `activities:${activity.runId}:${activity.scheduledEventId}`;
-    const result = await this.write(key, this.st.insertActivity, values, (n) => n === 1);
+    const result = await this.write(key, this.st.insertActivity, values, 1);
     if (result && result.rowCount !== 1) {
       throw new StoreError(
         'DUPLICATE_KEY',
@@ -279,7 +277,7 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
     this.checkWritable();
     const values = [t.runId, t.timerKey, t.namespace, t.kind, t.fireAt, t.startedEventId];
     const key = `timers:${t.runId}:${t.timerKey}`;
-    const result = await this.write(key, this.st.insertTimer, values, (n) => n === 1);
+    const result = await this.write(key, this.st.insertTimer, values, 1);
     if (result && result.rowCount !== 1) {
       throw new StoreError('DUPLICATE_KEY', `timer '${t.timerKey}' of run ${t.runId} already exists`);
     }
@@ -310,7 +308,7 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
     this.checkWritable();
     const values = encodeAll(QUERY_COLUMNS, query);
     const key = `queries:${query.id}`;
-    const result = await this.write(key, this.st.insertQuery, values, (n) => n === 1);
+    const result = await this.write(key, this.st.insertQuery, values, 1);
     if (result && result.rowCount !== 1) {
       throw new StoreError('DUPLICATE_KEY', `query ${query.id} already exists`);
     }
