@@ -42,7 +42,10 @@ const DEFAULT_QUERY_TIMEOUT_MS = 10_000;
  * Pauses between two reads while waiting for a result, doubling from the first to the last (ms). A run
  * closed in this process wakes the waiter at once; one closed by another process does too where the
  * store carries wake-ups between processes (PostgreSQL), so polling there is only the fallback for a
- * lost notification; without them (SQLite shared by processes) polling is how the result is found.
+ * lost notification; without them (SQLite shared by processes) polling is how the result is found. Where
+ * the store tells whether any other connection committed since (`Store.externalChanges`: SQLite), a
+ * pause that ends with nothing committed elsewhere skips its read: a waiter in a process of its own
+ * costs no reads until something happens.
  */
 const RESULT_POLL_MS = { first: 5, last: 200 } as const;
 const RESULT_POLL_WITH_NOTIFICATIONS_MS = { first: 25, last: 1000 } as const;
@@ -98,18 +101,26 @@ export class WorkflowHandle<Ret = unknown> {
       // Watching before reading: a close committed between a read and the wait is not missed.
       let watched = this.runId;
       if (watched !== undefined) closed.watch({ kind: 'runClosed', runId: watched });
+      const store = this.ctx.store;
+      let read = true;
+      let changes: number | undefined;
       for (let pollMs: number = poll.first; ; pollMs = Math.min(pollMs * 2, poll.last)) {
         closed.reset();
-        const outcome = await this.#readOutcome();
-        if ('value' in outcome) return outcome.value;
-        if (watched !== outcome.runningRunId) {
-          // The latest run's id is known only now (or a new run continued it): watch that run and read
-          // once more before waiting.
-          watched = outcome.runningRunId;
-          closed.watch({ kind: 'runClosed', runId: watched });
-          continue;
+        if (read) {
+          // Taken before the read: a commit from elsewhere during the read shows at the next check.
+          changes = store.externalChanges?.();
+          const outcome = await this.#readOutcome();
+          if ('value' in outcome) return outcome.value;
+          if (watched !== outcome.runningRunId) {
+            // The latest run's id is known only now (or a new run continued it): watch that run and
+            // read once more before waiting.
+            watched = outcome.runningRunId;
+            closed.watch({ kind: 'runClosed', runId: watched });
+            continue;
+          }
         }
-        await closed.wait(pollMs);
+        const woken = await closed.wait(pollMs);
+        read = woken || changes === undefined || store.externalChanges?.() !== changes;
       }
     } finally {
       closed.stop();

@@ -138,17 +138,20 @@ export class WakeWatch {
     this.#woken = false;
   }
 
-  /** Resolves after `ms`, or at once if the channel was notified since the last `reset`. */
-  wait(ms: number): Promise<void> {
-    if (this.#woken) return Promise.resolve();
+  /**
+   * Resolves after `ms`, or at once if the channel was notified since the last `reset`; true if it was
+   * (or `stop` ended the wait), false if the time ran out.
+   */
+  wait(ms: number): Promise<boolean> {
+    if (this.#woken) return Promise.resolve(true);
     return new Promise((resolve) => {
-      const done = (): void => {
+      const done = (woken: boolean): void => {
         clearTimeout(timer);
         this.#wake = undefined;
-        resolve();
+        resolve(woken);
       };
-      const timer = setTimeout(done, ms);
-      this.#wake = done;
+      const timer = setTimeout(() => done(false), ms);
+      this.#wake = () => done(true);
     });
   }
 

@@ -35,6 +35,13 @@ export interface Store {
    * `clock_timestamp()`): the runtime judges due times and leases by it instead of the node's clock.
    */
   currentTime?(): Promise<number>;
+  /**
+   * A number that changes whenever a connection this store does not own commits to its database: another
+   * process, or another Store on the same database. While it stays the same, every commit this process
+   * can see went through this store (so its runtime announced what the commit woke). Absent where the
+   * store cannot tell cheaply. Synchronous and cheap: a waiter polls it instead of reading.
+   */
+  externalChanges?(): number;
 }
 
 /**

@@ -224,6 +224,26 @@ describe('schema versions', () => {
   });
 });
 
+describe('external changes', () => {
+  it("stays the same across this store's own commits and changes when another connection commits", async () => {
+    const store = (await open(`sqlite:${file}`)) as SqliteStore;
+    const other = await open(`sqlite:${file}`);
+    const before = store.externalChanges();
+    await store.transaction((tx) => tx.insertRun(run()));
+    await store.transaction((tx) => tx.updateRun('run-1', { nextEventId: 4 }));
+    await store.read((tx) => tx.getRun('run-1'));
+    expect(store.externalChanges()).toBe(before);
+    await other.transaction((tx) => tx.updateRun('run-1', { nextEventId: 5 }));
+    const after = store.externalChanges();
+    expect(after).not.toBe(before);
+    // And a commit of this store is, again, none of its own business.
+    await store.transaction((tx) => tx.updateRun('run-1', { nextEventId: 6 }));
+    expect(store.externalChanges()).toBe(after);
+    await store.close();
+    expect(store.externalChanges()).toBeNaN();
+  });
+});
+
 describe('client mode', () => {
   it('fails with STORE_NOT_FOUND on a missing file and creates nothing', async () => {
     const err = await rejection(openStore(`sqlite:${file}`, { mode: 'client' }));

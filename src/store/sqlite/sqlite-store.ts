@@ -219,6 +219,15 @@ export class SqliteStore implements Store {
     return this.writer.write(fn);
   }
 
+  /**
+   * SQLite's `PRAGMA data_version` on the writer's connection: it changes when any other connection
+   * commits (this store's reader never writes). NaN once closed, so a caller reads and learns it.
+   */
+  externalChanges(): number {
+    if (this.closed) return Number.NaN;
+    return this.db.pragma('data_version', { simple: true }) as number;
+  }
+
   /** Always one snapshot (`ReadOptions.snapshot` is ignored: a deferred BEGIN costs no round trip here). */
   read<T>(fn: (tx: StoreReader) => Promise<T>): Promise<T> {
     if (this.closed) return Promise.reject(closedError(this.description));
