@@ -78,7 +78,7 @@ export class DeferredWrites {
 const BATCH_CACHE_LIMIT = 512;
 
 /** The prefix of the error a batch raises when a write touched another number of rows than expected. */
-export const BATCH_REJECTED = 'longhaul: a deferred write touched an unexpected number of rows';
+const BATCH_REJECTED = 'longhaul: a deferred write touched an unexpected number of rows';
 
 /**
  * The statements that send a batch, by the sequence of its writes' shapes and expectations, named on

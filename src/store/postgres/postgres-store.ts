@@ -130,17 +130,17 @@ export interface PostgresStoreStats {
  *   With `{ snapshot: false }` it opens no transaction: each statement runs on its own (two round trips
  *   fewer for a single read); the handle still refuses writes.
  * - Inside `transaction`, writes whose result the callback does not read are held back and sent as one
- *   statement (data-modifying CTEs) before the next other statement or with COMMIT: a hot-path step writes
- *   in one round trip, not four (postgres-batch.ts).
+ *   statement (data-modifying CTEs) before the next other statement or with COMMIT: a hot-path step
+ *   writes in one round trip, not four (postgres-batch.ts). If such a batch does not succeed exactly as
+ *   the writes one by one would have (a duplicate, a missing row, a conflicting append, any database
+ *   error), the attempt is rolled back and the callback re-run with each write sent at its call, so every
+ *   error is reported by the call that caused it, as the contract says (`stats().replays` counts these).
  * - Round trips: connections pipeline (`pg` >= 8.23). BEGIN goes out with the callback's first statement
  *   and COMMIT right behind its last batch of writes, each pair in one socket write; a batch checks its
  *   own row counts and fails if one is off, so the COMMIT behind it finds the transaction aborted and
  *   rolls back. A hot-path step (read the run, write the step) is two round trips; a callback that sends
  *   nothing sends no BEGIN and no COMMIT either. (BEGIN cannot fail on a live connection, so no statement
- *   ever runs outside the transaction it was meant for.) If such a batch does not succeed exactly as the writes
- *   one by one would have (a duplicate, a missing row, a conflicting append, any database error), the
- *   attempt is rolled back and the callback re-run with each write sent at its call, so every error is
- *   reported by the call that caused it, as the contract says (`stats().replays` counts these re-runs).
+ *   ever runs outside the transaction it was meant for.)
  * - No statement text ever contains a value; statements are named, so each connection parses and plans
  *   each one once (batches by their sequence of write shapes).
  * - Do not call `transaction` of the same Store from inside a transaction callback: with every pooled
