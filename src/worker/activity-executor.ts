@@ -11,6 +11,7 @@ import {
 import { childLogger, type Logger } from '../common/logger.js';
 import { toPayload } from '../common/payload.js';
 import type { ActivityTask, ActivityTaskRef } from '../runtime/activity-tasks.js';
+import { Room } from './room.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: activity functions take any JSON arguments.
 export type ActivityFunction = (...args: any[]) => unknown;
@@ -32,6 +33,8 @@ interface Running {
   readonly controller: AbortController;
   /** Why the attempt was aborted: decides what (if anything) is reported. */
   abortReason: 'cancelRequested' | 'stale' | 'shutdown' | null;
+  /** The activity function has returned or thrown; only its report is left, which takes no slot. */
+  reporting: boolean;
   readonly done: Promise<void>;
 }
 
@@ -46,6 +49,10 @@ interface Running {
  */
 export class ActivityExecutor {
   readonly #running = new Map<string, Running>();
+  /** Entries of `#running` whose function has settled and which are only reporting. */
+  #reporting = 0;
+  /** Signalled when an attempt has been reported and when reserved slots are given back. */
+  readonly room = new Room();
 
   constructor(
     private readonly activities: Readonly<Record<string, ActivityFunction>>,
@@ -58,8 +65,12 @@ export class ActivityExecutor {
   /** Slots promised to attempts that are being started in a commit right now (eager dispatch). */
   #reserved = 0;
 
+  /**
+   * Free slots. A slot is taken while an attempt's function runs, not while its result is reported: a
+   * report through the hot path may start the workflow's next activity eagerly, in the slot it frees.
+   */
   get available(): number {
-    return Math.max(0, this.maxConcurrent - this.#running.size - this.#reserved);
+    return Math.max(0, this.maxConcurrent - (this.#running.size - this.#reporting) - this.#reserved);
   }
 
   /** Reserves up to `wanted` slots for eagerly dispatched attempts; returns how many it got. */
@@ -72,6 +83,7 @@ export class ActivityExecutor {
   /** Gives back reserved slots that were not used. */
   release(count: number): void {
     this.#reserved = Math.max(0, this.#reserved - count);
+    if (count > 0) this.room.freed();
   }
 
   get inFlight(): number {
@@ -80,16 +92,23 @@ export class ActivityExecutor {
 
   /** Starts an attempt (using a reserved slot when `reserved`); resolves when it has been reported. */
   execute(task: ActivityTask, reserved = false): Promise<void> {
-    if (reserved) this.release(1);
+    if (reserved) this.#reserved = Math.max(0, this.#reserved - 1); // the slot passes to this attempt
     const key = keyOf(task.runId, task.scheduledEventId);
     const controller = new AbortController();
     const entry: Running = {
       task,
       controller,
       abortReason: null,
+      reporting: false,
       done: Promise.resolve(),
     };
-    const done = this.#run(entry).finally(() => this.#running.delete(key));
+    const done = this.#run(entry).finally(() => {
+      this.#running.delete(key);
+      if (entry.reporting) this.#reporting--;
+      // Not earlier: a claim racing the report could skip rows the report's transaction holds locked
+      // (the run's other activities, on PostgreSQL) and then wait for the next poll.
+      this.room.freed();
+    });
     (entry as { done: Promise<void> }).done = done;
     this.#running.set(key, entry);
     return done;
@@ -191,6 +210,8 @@ export class ActivityExecutor {
     } finally {
       heartbeats.stop();
     }
+    entry.reporting = true;
+    this.#reporting++;
     try {
       if (entry.abortReason === 'stale') {
         log.info('attempt is no longer current; not reporting');

@@ -10,7 +10,7 @@ import {
   reportActivityCanceled,
 } from '../runtime/activity-tasks.js';
 import type { RuntimeContext } from '../runtime/context.js';
-import { type WakeChannel, waitForWake } from '../runtime/notifier.js';
+import { type WakeChannel, WakeWatch, waitForWake } from '../runtime/notifier.js';
 import { claimQueries } from '../runtime/queries.js';
 import { Runtime } from '../runtime/runtime.js';
 import { Sweeper } from '../runtime/sweeper.js';
@@ -18,6 +18,7 @@ import { claimWorkflowTasks, type WorkflowTask } from '../runtime/workflow-tasks
 import { ActivityExecutor } from './activity-executor.js';
 import { bundleWorkflows, type WorkflowBundle } from './bundler.js';
 import { replayHistory } from './replay.js';
+import { Room } from './room.js';
 import { WorkflowSandbox } from './sandbox.js';
 import { type CompiledWorkerOptions, compileWorkerOptions, type WorkerOptions } from './worker-options.js';
 import { WorkflowTaskRunner } from './workflow-task-runner.js';
@@ -44,6 +45,9 @@ export class Worker {
   readonly #log: Logger;
   readonly #inFlightWorkflowTasks = new Set<Promise<void>>();
   readonly #inFlightQueries = new Set<Promise<void>>();
+  /** Signalled when a workflow task or query slot comes free. */
+  readonly #workflowRoom = new Room();
+  readonly #queryRoom = new Room();
   #unsubscribeCancels: (() => void) | null = null;
   #unregisterEager: (() => void) | null = null;
   #reservedWorkflowTasks = 0;
@@ -172,18 +176,34 @@ export class Worker {
     });
   }
 
+  /**
+   * Claims work of one kind while there is room for it, then waits. A wake-up that arrives while a
+   * claim is in flight is remembered (WakeWatch), so it ends the next wait at once. When every slot is
+   * busy the loop waits for one to come free (`room`), not for the next poll: work that could not
+   * start eagerly is claimed as soon as it fits.
+   */
   async #pollLoop(
     channel: WakeChannel,
     free: () => number,
+    room: Room,
     claim: (limit: number) => Promise<number>,
     what: string,
   ): Promise<void> {
     const signal = this.#abort.signal;
+    const watch = new WakeWatch(this.#ctx.notifier);
+    watch.watch(channel);
+    const stop = (): void => watch.stop();
+    signal.addEventListener('abort', stop, { once: true });
     let backoffMs = 0;
-    while (!signal.aborted) {
-      const limit = free();
-      let claimed = 0;
-      if (limit > 0) {
+    try {
+      while (!signal.aborted) {
+        const limit = free();
+        if (limit <= 0) {
+          await room.wait(this.options.pollIntervalMs, signal);
+          continue;
+        }
+        let claimed = 0;
+        watch.reset();
         try {
           claimed = await claim(limit);
           backoffMs = 0;
@@ -191,10 +211,17 @@ export class Worker {
           backoffMs = Math.min(Math.max(backoffMs * 2, 50), 5000);
           this.#log.warn(`${what} poll failed; retrying`, { error: String(err), retryInMs: backoffMs });
         }
+        if (signal.aborted) break;
+        if (backoffMs > 0) {
+          await waitForWake(this.#ctx.notifier, [], backoffMs, signal);
+          continue;
+        }
+        if (claimed === limit) continue; // there may be more
+        await watch.wait(this.options.pollIntervalMs);
       }
-      if (signal.aborted) break;
-      if (claimed > 0 && claimed === limit) continue;
-      await waitForWake(this.#ctx.notifier, [channel], backoffMs || this.options.pollIntervalMs, signal);
+    } finally {
+      signal.removeEventListener('abort', stop);
+      watch.stop();
     }
   }
 
@@ -203,6 +230,7 @@ export class Worker {
     return this.#pollLoop(
       { kind: 'workflowTask', namespace: o.namespace, taskQueue: o.taskQueue },
       () => this.#workflowTaskRoom(),
+      this.#workflowRoom,
       async (limit) => {
         const tasks = await claimWorkflowTasks(
           this.#ctx,
@@ -233,7 +261,10 @@ export class Worker {
       .catch((err) =>
         this.#log.error('workflow task could not be reported', { runId: task.runId, error: String(err) }),
       )
-      .finally(() => this.#inFlightWorkflowTasks.delete(p));
+      .finally(() => {
+        this.#inFlightWorkflowTasks.delete(p);
+        this.#workflowRoom.freed();
+      });
     this.#inFlightWorkflowTasks.add(p);
   }
 
@@ -248,6 +279,7 @@ export class Worker {
       },
       release: () => {
         this.#reservedWorkflowTasks--;
+        this.#workflowRoom.freed();
       },
       run: (task) => {
         this.#reservedWorkflowTasks--;
@@ -261,13 +293,17 @@ export class Worker {
     return this.#pollLoop(
       { kind: 'query', namespace: o.namespace, taskQueue: o.taskQueue },
       () => 16 - this.#inFlightQueries.size,
+      this.#queryRoom,
       async (limit) => {
         const queries = await claimQueries(this.#ctx, o.namespace, o.taskQueue, limit);
         for (const q of queries) {
           const p = this.#workflows
             .answer(q)
             .catch((err) => this.#log.error('query could not be answered', { error: String(err) }))
-            .finally(() => this.#inFlightQueries.delete(p));
+            .finally(() => {
+              this.#inFlightQueries.delete(p);
+              this.#queryRoom.freed();
+            });
           this.#inFlightQueries.add(p);
         }
         return queries.length;
@@ -281,6 +317,7 @@ export class Worker {
     return this.#pollLoop(
       { kind: 'activityTask', namespace: o.namespace, taskQueue: o.taskQueue },
       () => this.#executor.available,
+      this.#executor.room,
       async (limit) => {
         const tasks = await claimActivityTasks(this.#ctx, o.namespace, o.taskQueue, o.identity, limit);
         for (const t of tasks) void this.#executor.execute(t);

@@ -130,6 +130,26 @@ describe('worker lifecycle and options', () => {
     expect(Math.max(...seen)).toBeLessThanOrEqual(2);
   });
 
+  it('a worker whose slots are all busy claims waiting work as soon as a slot frees, not at its next poll', async () => {
+    // One slot and a 10 s poll: two of the three activities wait in the store, and the wake-ups for
+    // them arrive while the slot is busy. Each must start when the slot frees, well before a poll.
+    env = await TestEnv.create({
+      worker: { maxConcurrentActivityTaskExecutions: 1, pollInterval: '10s' },
+    });
+    probe.maxRunning = 0;
+    probe.concurrentRuns = 0;
+    const started = Date.now();
+    const handle = await env.client.workflow.start(manyConcurrent, {
+      workflowId: uniqueId('slot-frees'),
+      taskQueue: env.taskQueue,
+      args: [3, 100],
+    });
+    expect(await resultWithin(handle, 8000)).toHaveLength(3);
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(probe.concurrentRuns).toBe(3);
+    expect(probe.maxRunning).toBe(1);
+  });
+
   it('a worker with maxCachedWorkflows: 0 still completes multi-step workflows (replaying every task)', async () => {
     env = await TestEnv.create({ worker: { maxCachedWorkflows: 0 } });
     const handle = await env.client.workflow.start('multiStep', {

@@ -179,4 +179,43 @@ describe('activity executor', () => {
     expect(executor.inFlight).toBe(0);
     expect(reporter.failed[0]!.failure.message).toBe('aborted by shutdown');
   });
+
+  it('frees an attempt’s slot when its function settles, while its report is still in flight', async () => {
+    let releaseReport!: () => void;
+    const reportGate = new Promise<void>((resolve) => {
+      releaseReport = resolve;
+    });
+    const reporter = new RecordingReporter();
+    reporter.complete = async (_task, result) => {
+      await reportGate;
+      reporter.completed.push(result);
+    };
+    const executor = new ActivityExecutor(
+      { work: async () => 'done' },
+      reporter,
+      systemClock,
+      silentLogger,
+      1,
+    );
+    let freed = 0;
+    const waiting = executor.room.wait(10_000, new AbortController().signal).then(() => freed++);
+    const done = executor.execute(task());
+    expect(executor.available).toBe(0);
+    await waiting;
+    // The report waits for its gate; the slot is already free for the next attempt (eager dispatch).
+    expect(freed).toBe(1);
+    expect(executor.available).toBe(1);
+    expect(executor.reserve(2)).toBe(1);
+    expect(executor.available).toBe(0);
+    executor.release(1);
+    expect(executor.available).toBe(1);
+    expect(reporter.completed).toEqual([]);
+    releaseReport();
+    await done;
+    await waiting;
+    expect(freed).toBe(1);
+    expect(reporter.completed).toEqual(['done']);
+    expect(executor.inFlight).toBe(0);
+    expect(executor.available).toBe(1);
+  });
 });
