@@ -7,6 +7,7 @@ import {
   StaleTokenError,
   toFailureInfo,
 } from '../common/errors.js';
+import { takeTurn } from '../common/event-loop-turn.js';
 import type { HistoryEvent, WorkflowTaskFailedCause } from '../common/events.js';
 import { LIMITS } from '../common/ids.js';
 import { childLogger, type Logger } from '../common/logger.js';
@@ -139,6 +140,8 @@ export class WorkflowTaskRunner {
     try {
       cached ??= this.#newRun(task);
       const events = await readEvents(this.ctx, task.runId, cached.lastEventId + 1);
+      // A burst of tasks (a sweep firing many timers) must not hold the event loop from the next sweep.
+      await takeTurn();
       const result = cached.state.runTask(events, { time: task.startedTime });
       const fedUpTo = events.length > 0 ? events[events.length - 1]!.eventId : cached.lastEventId;
       cached.lastEventId = fedUpTo;
