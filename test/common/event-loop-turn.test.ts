@@ -9,6 +9,11 @@ function busy(ms: number): void {
   }
 }
 
+/** Resolves once the event loop has turned. */
+function afterTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 describe('takeTurn', () => {
   it('lets the event loop turn once chained work has held it for TURN_MS', async () => {
     const order: string[] = [];
@@ -33,7 +38,7 @@ describe('takeTurn', () => {
   });
 
   it('resumes the callers held back in one stretch together, in order, after one turn', async () => {
-    await new Promise<void>((resolve) => setImmediate(resolve)); // start right after a turn
+    await afterTurn(); // start right after a turn
     await takeTurn(); // opens a stretch
     busy(TURN_MS + 1); // and spends it
     let immediateRan = false;
@@ -48,7 +53,7 @@ describe('takeTurn', () => {
         if (i === 0) process.nextTick(() => order.push('next tick'));
       }),
     );
-    await new Promise<void>((resolve) => setImmediate(resolve));
+    await afterTurn();
     // All four waited for the turn, and resumed in one callback: a tick queued by the first runs only
     // after the last (so, say, their writes still share one group commit).
     expect(order).toEqual([
@@ -61,12 +66,8 @@ describe('takeTurn', () => {
   });
 
   it('costs no turn while the loop has not been held for long', async () => {
+    await afterTurn(); // a fresh start
     let immediateRan = false;
-    setImmediate(() => {
-      immediateRan = true;
-    });
-    await new Promise<void>((resolve) => setImmediate(resolve)); // a fresh start after a turn
-    immediateRan = false;
     setImmediate(() => {
       immediateRan = true;
     });
