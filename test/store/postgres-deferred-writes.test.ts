@@ -9,7 +9,16 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { StoreError } from '../../src/common/errors.js';
 import { activity, marker, run, timer } from '../../src/store/conformance/records.js';
 import { openStore } from '../../src/store/open-store.js';
-import { BatchStatements, batchValues, cteOf, renumber } from '../../src/store/postgres/postgres-batch.js';
+import {
+  BatchStatements,
+  batchValues,
+  cteOf,
+  type DeferredWrite,
+  DeferredWrites,
+  MAX_BATCH_PARAMETERS,
+  MAX_BATCH_WRITES,
+  renumber,
+} from '../../src/store/postgres/postgres-batch.js';
 import type { PostgresStore } from '../../src/store/postgres/postgres-store.js';
 import { adminQuery, dropSchema, storeUrl, testSchema } from './fixtures/postgres.js';
 
@@ -159,6 +168,47 @@ describe('deferred writes on PostgreSQL', () => {
     // A snapshot read: BEGIN with its statement, then COMMIT.
     expect(read.statements).toEqual(['BEGIN ISOLATION', 'SELECT run_id,', 'COMMIT']);
     expect(read.roundTrips).toBe(2);
+  });
+
+  it('a fan-out of 2,000 activities (the per-run limit) goes in batches of MAX_BATCH_WRITES, committed at the first attempt', async () => {
+    const count = 2000;
+    const before = store.stats();
+    const { statements } = await counted(() =>
+      store.transaction(async (tx) => {
+        await tx.insertRun(run());
+        for (let i = 0; i < count; i++) {
+          await tx.insertActivity(activity({ scheduledEventId: i + 2, activityId: String(i) }));
+        }
+      }),
+    );
+    // One statement of 2,001 writes would pass PostgreSQL's limits (100 function arguments, 1,664
+    // columns); it used to fail and the transaction ran again with a round trip per write.
+    expect(store.stats().replays).toBe(before.replays);
+    expect(store.stats().retries).toBe(before.retries);
+    const batches = statements.filter((s) => s === 'WITH w0');
+    expect(batches).toHaveLength(Math.ceil((count + 1) / MAX_BATCH_WRITES));
+    expect(statements.filter((s) => s.startsWith('INSERT'))).toEqual([]);
+    const stored = await store.read((tx) => tx.listActivities('run-1'));
+    expect(stored.map((a) => a.scheduledEventId)).toEqual(Array.from({ length: count }, (_, i) => i + 2));
+  });
+
+  it('a batch stays within the 65,535 parameters of one statement', () => {
+    const writes = new DeferredWrites();
+    const wide: DeferredWrite = {
+      key: 'k',
+      shape: 'wide',
+      sql: (alias) => `${alias} AS (SELECT 1)`,
+      values: Array.from({ length: 30_000 }, () => 0),
+      expect: 1,
+    };
+    expect(writes.fits(wide)).toBe(true);
+    writes.add(wide);
+    expect(writes.fits({ ...wide, key: 'k2' })).toBe(true);
+    writes.add({ ...wide, key: 'k2' });
+    expect(writes.fits({ ...wide, key: 'k3' })).toBe(false);
+    writes.take();
+    expect(writes.fits({ ...wide, key: 'k3' })).toBe(true);
+    expect(MAX_BATCH_PARAMETERS).toBe(65_535);
   });
 
   it('a batch checks its own row counts: a wrong count fails the statement, so the COMMIT behind it rolls back', async () => {

@@ -183,13 +183,15 @@ export class PostgresTxBase {
   }
 
   /**
-   * Holds `write` back if this handle defers writes, flushing first a batch that touches its rows, or
-   * any batch if `first` (the write must see the effects of every earlier one).
+   * Holds `write` back if this handle defers writes, flushing first a batch that touches its rows, one
+   * it would make too large for one statement, or any batch if `first` (the write must see the effects
+   * of every earlier one).
    */
   protected async deferWrite(write: DeferredWrite, first = false): Promise<boolean> {
     if (!this.deferred) return false;
     this.checkUsable();
-    if (this.deferred.touches(write.key) || (first && this.deferred.size > 0)) await this.flush();
+    const d = this.deferred;
+    if (d.touches(write.key) || !d.fits(write) || (first && d.size > 0)) await this.flush();
     this.deferred.add(write);
     return true;
   }
