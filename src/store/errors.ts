@@ -7,7 +7,8 @@
  * - `serialization`: the transaction's snapshot is stale (PostgreSQL 40001, SQLITE_BUSY_SNAPSHOT).
  *   Transient: re-run the whole transaction.
  * - `deadlock`: the database aborted this transaction to break a deadlock (PostgreSQL 40P01). Transient.
- * - `connectionLost`: the connection went away (PostgreSQL 57P01-57P03, class 08, socket errors).
+ * - `connectionLost`: the connection went away (PostgreSQL 57P01-57P03, class 08 but for 08P01, socket
+ *   errors).
  *   Transient, but a connection lost during COMMIT may or may not have committed: only callbacks that are
  *   safe to re-run (every store callback must be) may be retried.
  * - `constraint`: a uniqueness or integrity rule rejected the write (SQLITE_CONSTRAINT_*, PostgreSQL class
@@ -39,6 +40,10 @@ const BY_CODE: Readonly<Record<string, StoreErrorClass>> = {
   '57P01': 'connectionLost', // admin_shutdown
   '57P02': 'connectionLost', // crash_shutdown
   '57P03': 'connectionLost', // cannot_connect_now
+  // protocol_violation: the server refused a malformed message (a statement with more parameters than
+  // the protocol can count, say). A client bug, not a lost connection: the connection stays usable, and
+  // a re-run would fail alike.
+  '08P01': 'fatal',
   '23505': 'constraint', // unique_violation
   '53300': 'busy', // too_many_connections: the server is at max_connections; a slot frees up soon
   // Node socket errors raised by network drivers

@@ -634,6 +634,7 @@ describe('transactions and locks', () => {
     expect(cls('40P01')).toBe('deadlock');
     expect(cls('57P01')).toBe('connectionLost');
     expect(cls('08006')).toBe('connectionLost');
+    expect(cls('08P01')).toBe('fatal');
     expect(cls('53300')).toBe('busy');
     expect(cls('23505')).toBe('constraint');
     expect(cls('42P01')).toBe('fatal');
@@ -642,6 +643,20 @@ describe('transactions and locks', () => {
       'connectionLost',
     );
     expect(cls(undefined, 'something else')).toBe('fatal');
+  });
+
+  it("the server's protocol violation (08P01) is fatal, not a lost connection: the connection still answers", async () => {
+    const client = await adminClient();
+    try {
+      // More parameters than the protocol's 16-bit count can carry: the server refuses the message.
+      const values = Array.from({ length: 70_000 }, (_, i) => i);
+      const err = await rejection(client.query({ text: 'SELECT $1::int', values }));
+      expect((err as { code?: string }).code).toBe('08P01');
+      expect(classifyStoreError(err)).toBe('fatal');
+      expect((await client.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    } finally {
+      await client.end();
+    }
   });
 
   it('a database error the callback catches still fails the transaction: nothing is reported committed', async () => {
