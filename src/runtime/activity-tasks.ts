@@ -9,7 +9,7 @@ import {
   planHeartbeat,
 } from '../engine/activity-attempt.js';
 import type { ActivityRecord, RunRecord, StoreTx } from '../store/store.js';
-import { deliver, inTransaction, type PendingWakes, type RuntimeContext } from './context.js';
+import { type ClaimSeen, deliver, inTransaction, type PendingWakes, type RuntimeContext } from './context.js';
 
 /** A claimed activity attempt. `token` fences every report about it. */
 export interface ActivityTask {
@@ -43,10 +43,12 @@ export async function claimActivityTasks(
   taskQueue: string,
   workerId: string,
   limit: number,
+  seen?: ClaimSeen,
 ): Promise<ActivityTask[]> {
   return inTransaction(ctx, async (tx) => {
     const now = ctx.clock.now();
     const found = await tx.findClaimableActivities(namespace, taskQueue, now, limit);
+    if (seen) seen.lockedDue = tx.lockedDue();
     const tasks: ActivityTask[] = [];
     for (const a of found) {
       const patch = planActivityStart(a, now, workerId);

@@ -105,3 +105,8 @@ export async function patchRun(tx: StoreTx, run: RunRecord, patch: RunPatch): Pr
   await tx.updateRun(run.runId, patch);
   return { ...run, ...patch };
 }
+
+/** What a claim saw beside the work it took: due rows another transaction held (StoreTx.lockedDue). */
+export interface ClaimSeen {
+  lockedDue: number;
+}

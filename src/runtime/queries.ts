@@ -6,7 +6,7 @@ import {
   QueryTimeoutError,
 } from '../common/errors.js';
 import type { QueryRecord } from '../store/store.js';
-import { inTransaction, type RuntimeContext, SINGLE_READ } from './context.js';
+import { type ClaimSeen, inTransaction, type RuntimeContext, SINGLE_READ } from './context.js';
 import { waitForWake } from './notifier.js';
 import { requireRun } from './workflow-ops.js';
 
@@ -88,10 +88,12 @@ export async function claimQueries(
   namespace: string,
   taskQueue: string,
   limit: number,
+  seen?: ClaimSeen,
 ): Promise<QueryRecord[]> {
   return inTransaction(ctx, async (tx) => {
     const now = ctx.clock.now();
     const found = await tx.findClaimableQueries(namespace, taskQueue, now, limit);
+    if (seen) seen.lockedDue = tx.lockedDue();
     for (const q of found)
       await tx.updateQuery(q.id, { phase: 'claimed', leaseExpiresAt: now + QUERY_LEASE_MS });
     return found;

@@ -8,6 +8,7 @@ import type { ActivityRecord, RunPatch, RunRecord, StoreTx } from '../store/stor
 import { type ActivityTask, activityTaskOf } from './activity-tasks.js';
 import {
   appendEvents,
+  type ClaimSeen,
   inTransaction,
   type PendingWakes,
   patchRun,
@@ -47,11 +48,13 @@ export async function claimWorkflowTasks(
   workerId: string,
   limit: number,
   stickyFallbackMs = 0,
+  seen?: ClaimSeen,
 ): Promise<WorkflowTask[]> {
   return inTransaction(ctx, async (tx) => {
     const now = ctx.clock.now();
     const claimant = { workerId, othersVisibleBy: now - stickyFallbackMs };
     const runs = await tx.findClaimableWorkflowTasks(namespace, taskQueue, now, limit, claimant);
+    if (seen) seen.lockedDue = tx.lockedDue();
     const tasks: WorkflowTask[] = [];
     for (const run of runs) tasks.push(await claimTask(tx, run, now, workerId));
     return tasks;

@@ -292,6 +292,13 @@ export interface StoreTx extends StoreReader {
     limit: number,
   ): Promise<QueryRecord[]>;
   /**
+   * How many due rows the claims above passed over in this transaction because another transaction
+   * held them for the moment (a commit or a sweep that locked them without taking them). Nothing wakes
+   * a poller when such a lock is released, so a claimant that saw some polls again soon. Always 0 where
+   * the store has no row locks.
+   */
+  lockedDue(): number;
+  /**
    * Timers with fireAt <= now, earliest first. Where the store locks rows, each timer's run is locked
    * too, and a timer whose run another transaction holds is skipped: the sweep goes on to write the run,
    * and must not wait for it while holding the timer (a commit holding the run may want the timer).

@@ -9,7 +9,7 @@ import {
   heartbeatActivity,
   reportActivityCanceled,
 } from '../runtime/activity-tasks.js';
-import type { RuntimeContext } from '../runtime/context.js';
+import type { ClaimSeen, RuntimeContext } from '../runtime/context.js';
 import { type WakeChannel, WakeWatch, waitForWake } from '../runtime/notifier.js';
 import { claimQueries } from '../runtime/queries.js';
 import { Runtime } from '../runtime/runtime.js';
@@ -24,6 +24,9 @@ import { type CompiledWorkerOptions, compileWorkerOptions, type WorkerOptions } 
 import { WorkflowTaskRunner } from './workflow-task-runner.js';
 
 export type WorkerState = 'created' | 'running' | 'stopping' | 'stopped';
+
+/** First wait before claiming again due work that another transaction held (ms); doubles while held. */
+const LOCKED_RETRY_MS = 10;
 
 /**
  * A worker polls one task queue of one namespace for workflow tasks, activity tasks and queries, and
@@ -186,7 +189,7 @@ export class Worker {
     channel: WakeChannel,
     free: () => number,
     room: Room,
-    claim: (limit: number) => Promise<number>,
+    claim: (limit: number, seen: ClaimSeen) => Promise<number>,
     what: string,
   ): Promise<void> {
     const signal = this.#abort.signal;
@@ -195,6 +198,8 @@ export class Worker {
     const stop = (): void => watch.stop();
     signal.addEventListener('abort', stop, { once: true });
     let backoffMs = 0;
+    /** How long to wait before claiming again work that another transaction held (0: none was held). */
+    let lockedWaitMs = 0;
     try {
       while (!signal.aborted) {
         const limit = free();
@@ -203,9 +208,10 @@ export class Worker {
           continue;
         }
         let claimed = 0;
+        const seen: ClaimSeen = { lockedDue: 0 };
         watch.reset();
         try {
-          claimed = await claim(limit);
+          claimed = await claim(limit, seen);
           backoffMs = 0;
         } catch (err) {
           backoffMs = Math.min(Math.max(backoffMs * 2, 50), 5000);
@@ -217,6 +223,14 @@ export class Worker {
           continue;
         }
         if (claimed === limit) continue; // there may be more
+        if (seen.lockedDue > 0) {
+          // Due work that another transaction held for a moment: its release wakes no one, so look
+          // again soon (sooner still on a wake-up), backing off while it stays held.
+          lockedWaitMs = Math.min(Math.max(lockedWaitMs * 2, LOCKED_RETRY_MS), this.options.pollIntervalMs);
+          await watch.wait(lockedWaitMs);
+          continue;
+        }
+        lockedWaitMs = 0;
         await watch.wait(this.options.pollIntervalMs);
       }
     } finally {
@@ -231,7 +245,7 @@ export class Worker {
       { kind: 'workflowTask', namespace: o.namespace, taskQueue: o.taskQueue },
       () => this.#workflowTaskRoom(),
       this.#workflowRoom,
-      async (limit) => {
+      async (limit, seen) => {
         const tasks = await claimWorkflowTasks(
           this.#ctx,
           o.namespace,
@@ -239,6 +253,7 @@ export class Worker {
           o.identity,
           limit,
           o.stickyFallbackMs,
+          seen,
         );
         for (const task of tasks) this.#startWorkflowTask(task);
         return tasks.length;
@@ -294,8 +309,8 @@ export class Worker {
       { kind: 'query', namespace: o.namespace, taskQueue: o.taskQueue },
       () => 16 - this.#inFlightQueries.size,
       this.#queryRoom,
-      async (limit) => {
-        const queries = await claimQueries(this.#ctx, o.namespace, o.taskQueue, limit);
+      async (limit, seen) => {
+        const queries = await claimQueries(this.#ctx, o.namespace, o.taskQueue, limit, seen);
         for (const q of queries) {
           const p = this.#workflows
             .answer(q)
@@ -318,8 +333,8 @@ export class Worker {
       { kind: 'activityTask', namespace: o.namespace, taskQueue: o.taskQueue },
       () => this.#executor.available,
       this.#executor.room,
-      async (limit) => {
-        const tasks = await claimActivityTasks(this.#ctx, o.namespace, o.taskQueue, o.identity, limit);
+      async (limit, seen) => {
+        const tasks = await claimActivityTasks(this.#ctx, o.namespace, o.taskQueue, o.identity, limit, seen);
         for (const t of tasks) void this.#executor.execute(t);
         return tasks.length;
       },

@@ -132,16 +132,26 @@ export function buildStatements(schema: string) {
     queryExists: `SELECT 1 FROM ${queries} WHERE id = $1`,
     deleteQuery: `DELETE FROM ${queries} WHERE id = $1`,
 
-    claimableWorkflowTasks:
-      `${RUN} WHERE namespace = $1 AND task_queue = $2 AND status = 'running' AND wft_phase = 'scheduled' ` +
-      'AND wft_visible_at <= $3 AND (sticky_worker IS NULL OR sticky_worker = $5 OR wft_visible_at <= $6) ' +
-      'ORDER BY wft_visible_at, seq LIMIT $4 FOR UPDATE SKIP LOCKED',
-    claimableActivities:
-      `${ACTIVITY} WHERE namespace = $1 AND task_queue = $2 AND phase = 'scheduled' AND NOT cancel_requested ` +
-      'AND visible_at <= $3 ORDER BY visible_at, run_id, scheduled_event_id LIMIT $4 FOR UPDATE SKIP LOCKED',
-    claimableQueries:
-      `${QUERY} WHERE namespace = $1 AND task_queue = $2 AND ${OPEN_QUERY} ORDER BY created_at, id LIMIT $4 ` +
-      'FOR UPDATE SKIP LOCKED',
+    claimableWorkflowTasks: claimWithDue(
+      `${columnList(RUN_COLUMNS)}, seq AS lh_seq`,
+      runs,
+      "namespace = $1 AND task_queue = $2 AND status = 'running' AND wft_phase = 'scheduled' " +
+        'AND wft_visible_at <= $3 AND (sticky_worker IS NULL OR sticky_worker = $5 OR wft_visible_at <= $6)',
+      ['wft_visible_at', 'seq'],
+      ['wft_visible_at', 'lh_seq'],
+    ),
+    claimableActivities: claimWithDue(
+      columnList(ACTIVITY_COLUMNS),
+      activities,
+      "namespace = $1 AND task_queue = $2 AND phase = 'scheduled' AND NOT cancel_requested AND visible_at <= $3",
+      ['visible_at', 'run_id', 'scheduled_event_id'],
+    ),
+    claimableQueries: claimWithDue(
+      columnList(QUERY_COLUMNS),
+      queries,
+      `namespace = $1 AND task_queue = $2 AND ${OPEN_QUERY}`,
+      ['created_at', 'id'],
+    ),
     // The due sweeps lock each row's run too (skipping the row if either is taken): the sweep then
     // writes the run, and waiting for the run while holding the timer or activity would be the reverse
     // of the order a workflow task's commit takes them in (run, then its timers and activities), a
@@ -176,6 +186,28 @@ export function buildStatements(schema: string) {
     (out as Record<string, Statement>)[key] = { name: `lh_${key}`, text };
   }
   return out;
+}
+
+/**
+ * A claim: at most `$4` rows of `table` matching `where`, in `order`, locked, skipping rows another
+ * transaction holds (`FOR UPDATE SKIP LOCKED`). Each row also carries `lh_due`: how many rows match
+ * `where` in the statement's snapshot, locked or not (counted up to `$4 + 1`), so the caller can tell
+ * that due work was passed over because another transaction held it. With no row claimed the answer is
+ * one row of nulls but for `lh_due`. `outer` names the order's columns as the claim returns them.
+ */
+function claimWithDue(
+  columns: string,
+  table: string,
+  where: string,
+  order: readonly string[],
+  outer: readonly string[] = order,
+): string {
+  return (
+    `WITH c AS (SELECT ${columns} FROM ${table} WHERE ${where} ORDER BY ${order.join(', ')} LIMIT $4 ` +
+    'FOR UPDATE SKIP LOCKED), ' +
+    `d AS (SELECT count(*)::int AS lh_due FROM (SELECT 1 FROM ${table} WHERE ${where} LIMIT $4 + 1) m) ` +
+    `SELECT c.*, d.lh_due FROM d LEFT JOIN c ON true ORDER BY ${outer.map((c) => `c.${c}`).join(', ')}`
+  );
 }
 
 export type PostgresStatements = ReturnType<typeof buildStatements>;

@@ -56,7 +56,15 @@ const QUERY_PATCHABLE = new Set(['phase', 'leaseExpiresAt', 'result', 'failure']
  * server and is remembered too, so the store never reports a commit for it. A handle cannot be used after
  * its callback settled (TX_ENDED). Patch fields whose value is `undefined` are left unchanged.
  */
+/** The column a claim adds to each row: the due rows it saw, locked or not (postgres-statements.ts). */
+interface Due {
+  readonly lh_due: number;
+}
+
 export class PostgresTx extends PostgresTxBase implements StoreTx {
+  /** Due rows this transaction's claims passed over because another transaction held them. */
+  #lockedDue = 0;
+
   async getRun(runId: string): Promise<RunRecord | undefined> {
     const row = await this.one<RunRow>(this.locking(this.st.getRun, this.st.getRunForUpdate), [runId]);
     return row && rowToRun(row);
@@ -348,17 +356,36 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
       claimant?.workerId ?? null,
       claimant?.othersVisibleBy ?? now,
     ];
-    return (await this.all<RunRow>(stmt, args)).map(rowToRun);
+    return this.claimed(await this.all<RunRow & Due>(stmt, args), limit, (r) => r.run_id !== null).map(
+      rowToRun,
+    );
   }
 
   async findClaimableActivities(namespace: string, taskQueue: string, now: number, limit: number) {
-    const stmt = this.st.claimableActivities;
-    return (await this.all<ActivityRow>(stmt, [namespace, taskQueue, now, limit])).map(rowToActivity);
+    const rows = await this.all<ActivityRow & Due>(this.st.claimableActivities, [
+      namespace,
+      taskQueue,
+      now,
+      limit,
+    ]);
+    return this.claimed(rows, limit, (r) => r.run_id !== null).map(rowToActivity);
   }
 
   async findClaimableQueries(namespace: string, taskQueue: string, now: number, limit: number) {
-    const stmt = this.st.claimableQueries;
-    return (await this.all<QueryRow>(stmt, [namespace, taskQueue, now, limit])).map(rowToQuery);
+    const rows = await this.all<QueryRow & Due>(this.st.claimableQueries, [namespace, taskQueue, now, limit]);
+    return this.claimed(rows, limit, (r) => r.id !== null).map(rowToQuery);
+  }
+
+  lockedDue(): number {
+    return this.#lockedDue;
+  }
+
+  /** The rows a claim took (`present`: not the row of nulls), counting the due rows it passed over. */
+  private claimed<R extends Due>(rows: readonly R[], limit: number, present: (row: R) => boolean): R[] {
+    const taken = rows.filter(present);
+    const due = rows[0]?.lh_due ?? 0;
+    if (taken.length < limit && due > taken.length) this.#lockedDue += due - taken.length;
+    return taken;
   }
 
   async findDueTimers(now: number, limit: number): Promise<TimerRecord[]> {
