@@ -39,6 +39,11 @@ const RUN_IDENTITY = ['runId', 'namespace', 'workflowId', 'startTime'];
 const ACTIVITY_IDENTITY = ['runId', 'namespace', 'workflowId', 'scheduledEventId', 'activityId'];
 const QUERY_PATCHABLE = new Set(['phase', 'leaseExpiresAt', 'result', 'failure']);
 
+/** The column a claim adds to each row: the due rows it saw, locked or not (postgres-statements.ts). */
+interface Due {
+  readonly lh_due: number;
+}
+
 /**
  * The transaction handle given to callbacks: one pooled connection inside `BEGIN ... COMMIT` (a `read`
  * handle: a read-only REPEATABLE READ snapshot). Each method is one round trip on the normal path, except
@@ -56,11 +61,6 @@ const QUERY_PATCHABLE = new Set(['phase', 'leaseExpiresAt', 'result', 'failure']
  * server and is remembered too, so the store never reports a commit for it. A handle cannot be used after
  * its callback settled (TX_ENDED). Patch fields whose value is `undefined` are left unchanged.
  */
-/** The column a claim adds to each row: the due rows it saw, locked or not (postgres-statements.ts). */
-interface Due {
-  readonly lh_due: number;
-}
-
 export class PostgresTx extends PostgresTxBase implements StoreTx {
   /** Due rows this transaction's claims passed over because another transaction held them. */
   #lockedDue = 0;
