@@ -12,6 +12,7 @@ import { silentLogger } from '../../src/common/logger.js';
 import { activity, run, T0 } from '../../src/store/conformance/records.js';
 import { openStore } from '../../src/store/open-store.js';
 import type { Store } from '../../src/store/store.js';
+import { delay, eventually, resultWithin } from '../e2e/env.js';
 import * as activities from '../fixtures/e2e/activities.js';
 import { adminClient, adminQuery, dropSchema, storeUrl, testSchema } from './fixtures/postgres.js';
 
@@ -89,13 +90,10 @@ describe('claims that pass over locked work', () => {
       taskQueue,
       args: ['lock'],
     });
-    const deadline = Date.now() + 5000;
-    for (;;) {
+    await eventually(async () => {
       const rows = await adminQuery(`SELECT 1 FROM "${schema}".activities WHERE phase = 'scheduled'`);
-      if (rows.length === 1) break;
-      if (Date.now() > deadline) throw new Error('the activity was never scheduled');
-      await new Promise((r) => setTimeout(r, 20));
-    }
+      expect(rows).toHaveLength(1);
+    });
     const held = await lockActivities(schema);
     expect(held.locked).toBe(1);
     // Its first claim (at start) finds the activity locked; the next poll would be 10 s later.
@@ -112,12 +110,9 @@ describe('claims that pass over locked work', () => {
       await runner.shutdown();
       await running;
     });
-    await new Promise((r) => setTimeout(r, 300));
+    await delay(300);
     await held.release();
-    const result = await Promise.race([
-      handle.result(),
-      new Promise((_, reject) => setTimeout(() => reject(new Error('no result within 5 s')), 5000)),
-    ]);
+    const result = await resultWithin(handle, 5000);
     expect(result).toBe('hello lock');
     expect(Date.now() - started).toBeLessThan(5000);
   });

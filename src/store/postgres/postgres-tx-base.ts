@@ -192,7 +192,7 @@ export class PostgresTxBase {
     this.checkUsable();
     const d = this.deferred;
     if (d.touches(write.key) || !d.fits(write) || (first && d.size > 0)) await this.flush();
-    this.deferred.add(write);
+    d.add(write);
     return true;
   }
 

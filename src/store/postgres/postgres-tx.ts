@@ -356,23 +356,19 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
       claimant?.workerId ?? null,
       claimant?.othersVisibleBy ?? now,
     ];
-    return this.claimed(await this.all<RunRow & Due>(stmt, args), limit, (r) => r.run_id !== null).map(
-      rowToRun,
-    );
+    const rows = await this.all<RunRow & Due>(stmt, args);
+    return this.claimed(rows, limit, (r) => r.run_id !== null).map(rowToRun);
   }
 
   async findClaimableActivities(namespace: string, taskQueue: string, now: number, limit: number) {
-    const rows = await this.all<ActivityRow & Due>(this.st.claimableActivities, [
-      namespace,
-      taskQueue,
-      now,
-      limit,
-    ]);
+    const args = [namespace, taskQueue, now, limit];
+    const rows = await this.all<ActivityRow & Due>(this.st.claimableActivities, args);
     return this.claimed(rows, limit, (r) => r.run_id !== null).map(rowToActivity);
   }
 
   async findClaimableQueries(namespace: string, taskQueue: string, now: number, limit: number) {
-    const rows = await this.all<QueryRow & Due>(this.st.claimableQueries, [namespace, taskQueue, now, limit]);
+    const args = [namespace, taskQueue, now, limit];
+    const rows = await this.all<QueryRow & Due>(this.st.claimableQueries, args);
     return this.claimed(rows, limit, (r) => r.id !== null).map(rowToQuery);
   }
 

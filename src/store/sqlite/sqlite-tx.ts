@@ -330,6 +330,7 @@ export class SqliteTx extends SqliteTxBase implements StoreTx {
     const rows = this.read(() => this.s.claimableQueries.all(namespace, taskQueue, now, limit) as QueryRow[]);
     return rows.map(rowToQuery);
   }
+
   /** SQLite has no row locks: a claim never passes over due work. */
   lockedDue(): number {
     return 0;
