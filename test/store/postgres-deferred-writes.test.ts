@@ -46,7 +46,7 @@ describe('batch statements', () => {
       'WITH w0 AS (DELETE FROM t WHERE a = $1 AND b = $2 RETURNING 1), ' +
         'w1 AS (UPDATE r SET x = $3 WHERE id = $4 RETURNING 1), ' +
         'lh_counts AS (SELECT (SELECT count(*) FROM w0)::int AS c0, (SELECT count(*) FROM w1)::int AS c1) ' +
-        'SELECT c0, c1 FROM lh_counts',
+        'SELECT c0, c1, (txid_current() % 4294967296)::text AS lh_xid FROM lh_counts',
     );
     // Exact and at-least-one counts are checked by the statement itself; exact ones are parameters.
     const checked = batches.get([
@@ -117,10 +117,17 @@ describe('deferred writes on PostgreSQL', () => {
   }
 
   it("a step's writes (delete, append, update, insert) go in one statement between its read and COMMIT", async () => {
-    await store.transaction(async (tx) => {
-      await tx.insertRun(run());
-      await tx.insertActivity(activity({ scheduledEventId: 5 }));
-    });
+    // Written by another store, so this one reads the run (it would answer from its memory of its own
+    // writes: postgres-row-memory.test.ts).
+    const writer = await openStore(storeUrl(schema), { mode: 'node' });
+    try {
+      await writer.transaction(async (tx) => {
+        await tx.insertRun(run());
+        await tx.insertActivity(activity({ scheduledEventId: 5 }));
+      });
+    } finally {
+      await writer.close();
+    }
     const before = store.stats().replays;
     const { statements, roundTrips } = await counted(() =>
       store.transaction(async (tx) => {
@@ -285,10 +292,17 @@ describe('deferred writes on PostgreSQL', () => {
   });
 
   it('a rejected deferred write is re-run with immediate writes: its error surfaces at its call', async () => {
-    await store.transaction(async (tx) => {
-      await tx.insertRun(run());
-      await tx.insertActivity(activity({ scheduledEventId: 5 }));
-    });
+    // Written by another store, so this one reads the run (it would answer from its memory of its own
+    // writes: postgres-row-memory.test.ts).
+    const writer = await openStore(storeUrl(schema), { mode: 'node' });
+    try {
+      await writer.transaction(async (tx) => {
+        await tx.insertRun(run());
+        await tx.insertActivity(activity({ scheduledEventId: 5 }));
+      });
+    } finally {
+      await writer.close();
+    }
     const before = store.stats().replays;
     const calls: string[] = [];
     const outcome = await store.transaction(async (tx) => {

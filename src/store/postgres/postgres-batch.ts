@@ -109,7 +109,7 @@ const BATCH_REJECTED = 'longhaul: a deferred write touched an unexpected number 
 /**
  * The statements that send a batch, by the sequence of its writes' shapes and expectations, named on
  * first use (each connection parses and plans a shape once). Results: one row, `c0, c1, ...`: the rows
- * each write's last CTE entry returned. A write expecting an exact count gets it as a parameter after
+ * each write's last CTE entry returned, and `lh_xid`: the transaction's id (postgres-row-memory.ts). A write expecting an exact count gets it as a parameter after
  * all the writes' own (`batchValues`), so counts do not multiply the shapes. When a count is not as
  * expected the statement fails (a cast of the message `BATCH_REJECTED ...` to int: error 22P02).
  */
@@ -142,7 +142,9 @@ export class BatchStatements {
         ? ''
         : `, CASE WHEN ${checks.join(' AND ')} THEN 0 ` +
           `ELSE ('${BATCH_REJECTED} (rows: ' || array_to_string(ARRAY[${columns}], ',') || ')')::int END AS rejected`;
-    const text = `WITH ${entries.join(', ')}, lh_counts AS (SELECT ${counts.join(', ')}) SELECT ${columns}${guard} FROM lh_counts`;
+    // `lh_xid`: the transaction's id as row versions carry it (xmin, 32 bits), for remembered rows.
+    const xid = ', (txid_current() % 4294967296)::text AS lh_xid';
+    const text = `WITH ${entries.join(', ')}, lh_counts AS (SELECT ${counts.join(', ')}) SELECT ${columns}${guard}${xid} FROM lh_counts`;
     if (this.cache.size >= BATCH_CACHE_LIMIT) return { name: '', text };
     const stmt = { name: `lh_batch_${this.cache.size + 1}`, text };
     this.cache.set(signature, stmt);

@@ -42,6 +42,8 @@ export function buildStatements(schema: string) {
   const RUN = `SELECT ${columnList(RUN_COLUMNS)} FROM ${runs}`;
   const RUN_LOCKED = `SELECT ${columnList(RUN_COLUMNS)}, xmin AS locked_xmin FROM ${runs}`;
   const ACTIVITY = `SELECT ${columnList(ACTIVITY_COLUMNS)} FROM ${activities}`;
+  // With the row version's xmin, for remembered rows (postgres-row-memory.ts).
+  const ACTIVITY_LOCKED = `SELECT ${columnList(ACTIVITY_COLUMNS)}, xmin::text AS lh_xmin FROM ${activities}`;
   const TIMER = `SELECT ${columnList(TIMER_COLUMNS)} FROM ${timers}`;
   const QUERY = `SELECT ${columnList(QUERY_COLUMNS)} FROM ${queries}`;
   const OPEN_QUERY = "(phase = 'pending' OR (phase = 'claimed' AND lease_expires_at <= $3))";
@@ -59,7 +61,7 @@ export function buildStatements(schema: string) {
     `WITH r AS (${RUN_LOCKED} WHERE run_id = $1${lock}), ` +
     `s AS (SELECT xmin AS seen_xmin FROM ${runs} WHERE run_id = $1) ` +
     `SELECT r.*, (r.locked_xmin = s.seen_xmin) IS TRUE AS fresh, a.* FROM r LEFT JOIN s ON true LEFT JOIN LATERAL ` +
-    `(SELECT ${columnList(ACTIVITY_COLUMNS, '', ACTIVITY_PREFIX)} FROM ${activities} ` +
+    `(SELECT ${columnList(ACTIVITY_COLUMNS, '', ACTIVITY_PREFIX)}, xmin::text AS ${ACTIVITY_PREFIX}lh_xmin FROM ${activities} ` +
     `WHERE run_id = r.run_id ORDER BY scheduled_event_id${lock}) a ON true ORDER BY a.${ACTIVITY_PREFIX}scheduled_event_id`;
 
   const sql = {
@@ -99,7 +101,7 @@ export function buildStatements(schema: string) {
     getActivityForUpdate: `${ACTIVITY} WHERE run_id = $1 AND scheduled_event_id = $2 FOR UPDATE`,
     activityExists: `SELECT 1 FROM ${activities} WHERE run_id = $1 AND scheduled_event_id = $2`,
     listActivities: `${ACTIVITY} WHERE run_id = $1 ORDER BY scheduled_event_id`,
-    listActivitiesForUpdate: `${ACTIVITY} WHERE run_id = $1 ORDER BY scheduled_event_id FOR UPDATE`,
+    listActivitiesForUpdate: `${ACTIVITY_LOCKED} WHERE run_id = $1 ORDER BY scheduled_event_id FOR UPDATE`,
     deleteActivity: `DELETE FROM ${activities} WHERE run_id = $1 AND scheduled_event_id = $2`,
 
     insertTimer: `${insertSql(timers, TIMER_COLUMNS)} ON CONFLICT DO NOTHING`,

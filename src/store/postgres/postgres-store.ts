@@ -16,6 +16,8 @@ import {
   type PostgresNotificationStats,
   PostgresNotifications,
 } from './postgres-notifications.js';
+import { checkRememberedSql, RowMemory } from './postgres-row-memory.js';
+import { quoteIdent } from './postgres-rows.js';
 import { buildStatements, deferredAppendEvents, PatchStatements } from './postgres-statements.js';
 import { PostgresTx } from './postgres-tx.js';
 import type { PgQueryable, PgResult, PostgresSql } from './postgres-tx-base.js';
@@ -97,6 +99,10 @@ export interface PostgresStoreStats {
    * that reports an error: a duplicate, a missing row, a conflicting append).
    */
   readonly replays: number;
+  /** Reads answered from remembered rows in transactions that committed (postgres-row-memory.ts). */
+  readonly remembered: number;
+  /** Attempts re-run reading every row because a batch with a remembered read was rejected. */
+  readonly stale: number;
   /** Wake-ups sent and received over LISTEN/NOTIFY. */
   readonly notifications: PostgresNotificationStats;
 }
@@ -138,9 +144,15 @@ export interface PostgresStoreStats {
  * - Round trips: connections pipeline (`pg` >= 8.23). BEGIN goes out with the callback's first statement
  *   and COMMIT right behind its last batch of writes, each pair in one socket write; a batch checks its
  *   own row counts and fails if one is off, so the COMMIT behind it finds the transaction aborted and
- *   rolls back. A hot-path step (read the run, write the step) is two round trips; a callback that sends
+ *   rolls back. A hot-path step (read the run, write the step) is two round trips, or one when the store
+ *   remembers the run's rows from its own last transaction on it (below); a callback that sends
  *   nothing sends no BEGIN and no COMMIT either. (BEGIN cannot fail on a live connection, so no statement
  *   ever runs outside the transaction it was meant for.)
+ * - Remembered rows (postgres-row-memory.ts): `getRunWithActivities` inside `transaction` answers from
+ *   the rows this store's last transaction on the run left, without a round trip, and a check that joins
+ *   the next batch of writes locks the rows and passes only if their xmins are still the remembered ones.
+ *   A failed check rolls back and re-runs the callback reading every row (`stats().stale` counts these),
+ *   so a stale memory costs a round trip and never changes a result.
  * - No statement text ever contains a value; statements are named, so each connection parses and plans
  *   each one once (batches by their sequence of write shapes).
  * - Do not call `transaction` of the same Store from inside a transaction callback: with every pooled
@@ -153,7 +165,9 @@ export class PostgresStore implements Store {
   private readonly logger: Logger;
   private readonly retryBudgetMs: number;
   private readonly inFlight = new Set<Promise<unknown>>();
-  private readonly counters = { commits: 0, retries: 0, replays: 0 };
+  private readonly counters = { commits: 0, retries: 0, replays: 0, remembered: 0, stale: 0 };
+  /** Rows of runs as this store's transactions last left them (postgres-row-memory.ts). */
+  private readonly memory = new RowMemory();
   /** Wake-ups between processes: NOTIFY after commit (coalesced), one LISTEN connection per store. */
   readonly notifications: PostgresNotifications;
   private closed = false;
@@ -169,6 +183,7 @@ export class PostgresStore implements Store {
       patches: new PatchStatements(options.schema),
       batches: new BatchStatements(),
       deferredAppend: deferredAppendEvents(options.schema),
+      checkRemembered: checkRememberedSql(quoteIdent(options.schema)),
     };
     this.logger = options.logger ?? silentLogger;
     this.retryBudgetMs = options.retryBudgetMs ?? DEFAULT_RETRY_BUDGET_MS;
@@ -320,10 +335,19 @@ export class PostgresStore implements Store {
   private async run<T>(fn: (tx: PostgresTx) => Promise<T>, mode: Mode): Promise<T> {
     const started = performance.now();
     let deferWrites = true;
+    let recall = true;
     for (let attempt = 0; ; attempt++) {
-      const outcome = await this.attempt(fn, mode, deferWrites);
+      const outcome = await this.attempt(fn, mode, deferWrites, recall);
       if (outcome.kind === 'committed') return outcome.value;
       if (outcome.kind === 'failed') throw outcome.error;
+      if (outcome.kind === 'replay' && outcome.remembered) {
+        // Probably a remembered read that no longer held (another transaction changed the run): once
+        // more reading every row (the rows read are remembered again). A batch that fails again for
+        // another reason then goes immediate.
+        this.counters.stale++;
+        recall = false;
+        continue;
+      }
       if (outcome.kind === 'replay') {
         // Deferred writes did not go as the immediate ones would have: once more, each write at its call.
         this.counters.replays++;
@@ -361,6 +385,7 @@ export class PostgresStore implements Store {
     fn: (tx: PostgresTx) => Promise<T>,
     mode: Mode,
     deferWrites: boolean,
+    recall: boolean,
   ): Promise<Attempt<T>> {
     const writable = mode === 'write';
     const inTransaction = mode !== 'latest';
@@ -385,7 +410,9 @@ export class PostgresStore implements Store {
       deferWrites,
       where: this.description,
       schema: this.options.schema,
+      ...(writable ? { memory: this.memory, recall } : {}),
     });
+    let committed = false;
     let broken: Error | undefined;
     let committing: Promise<PgResult> | undefined;
     const sendCommit = (): void => {
@@ -425,7 +452,7 @@ export class PostgresStore implements Store {
           broken ??= classifyStoreError(transient) === 'connectionLost' ? asError(transient) : undefined;
           return { kind: 'transient', error: transient };
         }
-        if (replay !== undefined) return { kind: 'replay', error: replay };
+        if (replay !== undefined) return { kind: 'replay', error: replay, remembered: tx.remembered > 0 };
         if (thrown) return { kind: 'failed', error: thrown.error };
         return { kind: 'failed', error: failure(this.description, tx.abortedBy) };
       }
@@ -434,6 +461,8 @@ export class PostgresStore implements Store {
         return { kind: 'failed', error: failure(this.description, new Error('COMMIT was rolled back')) };
       }
       this.counters.commits++;
+      this.counters.remembered += tx.remembered;
+      committed = true;
       return { kind: 'committed', value: value as T };
     } catch (err) {
       // BEGIN or COMMIT failed.
@@ -444,6 +473,7 @@ export class PostgresStore implements Store {
       await this.rollback(client).catch(() => undefined);
       return { kind: 'failed', error: failure(this.description, err) };
     } finally {
+      tx.settleMemory(committed);
       client.off('error', onError);
       client.release(broken ?? (lost !== undefined ? asError(lost) : undefined));
     }
@@ -467,8 +497,11 @@ type Mode = 'write' | 'snapshot' | 'latest';
 type Attempt<T> =
   | { readonly kind: 'committed'; readonly value: T }
   | { readonly kind: 'transient'; readonly error: unknown }
-  /** A batch of deferred writes was rejected: run again with immediate writes. */
-  | { readonly kind: 'replay'; readonly error: unknown }
+  /**
+   * A batch of deferred writes was rejected: run again with immediate writes, or first without memory
+   * when the attempt answered reads from remembered rows (`remembered`).
+   */
+  | { readonly kind: 'replay'; readonly error: unknown; readonly remembered: boolean }
   | { readonly kind: 'failed'; readonly error: unknown };
 
 /** Jittered exponential backoff: 5 ms doubling to 500 ms, each delay drawn from [half, full]. */

@@ -10,6 +10,7 @@ import {
   type ExpectedRows,
 } from './postgres-batch.js';
 import { failure, messageOf } from './postgres-errors.js';
+import type { RowMemory } from './postgres-row-memory.js';
 import type { Columns, SqlValue, Statement } from './postgres-rows.js';
 import type { PatchStatements, PostgresStatements, WhereBuilder } from './postgres-statements.js';
 
@@ -19,6 +20,8 @@ export interface PostgresSql {
   readonly patches: PatchStatements;
   readonly batches: BatchStatements;
   readonly deferredAppend: (alias: string) => string;
+  /** The check that makes a remembered read valid (postgres-row-memory.ts). */
+  readonly checkRemembered: (alias: string) => string;
 }
 
 export interface PostgresTxOptions {
@@ -31,6 +34,13 @@ export interface PostgresTxOptions {
   /** The store's description, for errors. */
   readonly where: string;
   readonly schema: string;
+  /**
+   * The store's remembered rows (postgres-row-memory.ts), for a `transaction` handle that defers writes:
+   * `getRunWithActivities` may answer from them, and the handle tracks what its writes change.
+   */
+  readonly memory?: RowMemory;
+  /** Whether reads may answer from `memory` (false: they read, and only teach it). Default true. */
+  readonly recall?: boolean;
 }
 
 /** What a `pg` query resolves to, as far as the adapter reads it. */
@@ -73,10 +83,16 @@ export class PostgresTxBase {
   private readonly where: string;
   protected readonly schema: string;
   private readonly deferred: DeferredWrites | undefined;
+  protected readonly memory: RowMemory | undefined;
+  protected readonly recall: boolean;
   /** The opening statement, until it goes out with the first statement (see `send`). */
   private begin: Statement | undefined;
   /** The opening statement's answer, once sent: undefined while the transaction has sent nothing. */
   begun: Promise<PgResult> | undefined;
+  /** The transaction's id as its row versions carry it (xmin), once a batch of writes reported it. */
+  xid: string | undefined;
+  /** Whether a write ran inside a savepoint (its rows carry the savepoint's own transaction id). */
+  usedSavepoint = false;
 
   constructor(
     private readonly db: PgQueryable,
@@ -88,6 +104,8 @@ export class PostgresTxBase {
     this.where = options.where;
     this.schema = options.schema;
     this.deferred = options.writable && options.deferWrites ? new DeferredWrites() : undefined;
+    this.memory = this.deferred ? options.memory : undefined;
+    this.recall = options.recall ?? true;
     this.begin = options.begin;
   }
 
@@ -159,7 +177,8 @@ export class PostgresTxBase {
       then?.();
       return batch;
     });
-    const row = (await sent).rows[0] as Record<string, number> | undefined;
+    const row = (await sent).rows[0] as (Record<string, number> & { lh_xid?: string }) | undefined;
+    this.xid ??= row?.lh_xid;
     // The statement checks the counts itself, so this never fires. Were it to, a COMMIT sent behind the
     // batch has gone: the re-run meets the callback's own guards, as after a COMMIT lost in flight.
     const rejected = writes.findIndex((w, i) => !acceptsRows(w.expect, row?.[`c${i}`] ?? -1));
@@ -304,6 +323,7 @@ export class PostgresTxBase {
     const params = [...values, ...keyValues];
     let result: PgResult | undefined;
     if (guard?.savepoint) {
+      this.usedSavepoint = true;
       await this.exec({ name: '', text: `SAVEPOINT ${SAVEPOINT}` }, []);
       try {
         result = await this.exec(stmt, params, true);

@@ -13,12 +13,22 @@ import type {
   TimerRecord,
 } from '../store.js';
 import {
+  activityRowOf,
+  checkOf,
+  type KnownRun,
+  patchedActivityRow,
+  patchedRunRow,
+  pickRow,
+  recordsOf,
+  runRowOf,
+} from './postgres-row-memory.js';
+import {
   ACTIVITY_COLUMNS,
+  ACTIVITY_PREFIX,
   type ActivityRow,
   type BufferRow,
   type EventRow,
   encodeAll,
-  prefixedRowToActivity,
   QUERY_COLUMNS,
   type QueryRow,
   type RequestRow,
@@ -64,6 +74,12 @@ interface Due {
 export class PostgresTx extends PostgresTxBase implements StoreTx {
   /** Due rows this transaction's claims passed over because another transaction held them. */
   #lockedDue = 0;
+  /** With memory: the runs whose rows this transaction knows completely, as its writes left them. */
+  readonly #known = new Map<string, KnownRun>();
+  /** With memory: runs whose rows this transaction changed without knowing them (forgotten at the end). */
+  readonly #dirty = new Set<string>();
+  /** How many reads were answered from remembered rows (each checked by the next batch). */
+  remembered = 0;
 
   async getRun(runId: string): Promise<RunRecord | undefined> {
     const row = await this.one<RunRow>(this.locking(this.st.getRun, this.st.getRunForUpdate), [runId]);
@@ -122,19 +138,50 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
   }
 
   async getRunWithActivities(runId: string): Promise<RunWithActivities> {
+    const known =
+      this.memory &&
+      this.recall &&
+      !this.#known.has(runId) &&
+      !this.#dirty.has(runId) &&
+      this.memory.take(runId);
+    if (known) {
+      // No round trip: the check goes out with the next batch, first in it, and locks what the read would.
+      await this.deferWrite(checkOf(this.sql.checkRemembered, runId, known), true);
+      this.#known.set(runId, known);
+      this.remembered++;
+      return recordsOf(known);
+    }
     const stmt = this.locking(this.st.getRunWithActivities, this.st.getRunWithActivitiesForUpdate);
-    const rows = await this.all<RunRow & { fresh: boolean } & Record<string, unknown>>(stmt, [runId]);
+    type Row = RunRow & { fresh: boolean; locked_xmin?: string } & Record<string, unknown>;
+    const rows = await this.all<Row>(stmt, [runId]);
     if (rows.length === 0) return { run: undefined, activities: [] };
-    const run = rowToRun(rows[0]!);
+    const first = rows[0]!;
+    const run = rowToRun(first);
     // The statement waited for a run another transaction changed: read the activities again, in a
     // statement of their own that sees that commit (the run is locked now, so they hold still).
-    if (!rows[0]!.fresh) return { run, activities: await this.listActivities(runId) };
-    const activities: ActivityRecord[] = [];
-    for (const row of rows) {
-      const a = prefixedRowToActivity(row);
-      if (a) activities.push(a);
+    const activityRows = first.fresh
+      ? rows
+          .filter((r) => r[`${ACTIVITY_PREFIX}scheduled_event_id`] !== null)
+          .map((r) => ({
+            ...pickRow<ActivityRow>(ACTIVITY_COLUMNS, r, ACTIVITY_PREFIX),
+            lh_xmin: r.a_lh_xmin,
+          }))
+      : await this.all<ActivityRow & { lh_xmin?: string }>(
+          this.locking(this.st.listActivities, this.st.listActivitiesForUpdate),
+          [runId],
+        );
+    if (this.memory && first.locked_xmin !== undefined) {
+      const activities = new Map<number, { row: ActivityRow; xmin: string | null }>();
+      for (const r of activityRows) {
+        activities.set(r.scheduled_event_id, { row: pickRow(ACTIVITY_COLUMNS, r), xmin: String(r.lh_xmin) });
+      }
+      this.#known.set(runId, {
+        run: { row: pickRow(RUN_COLUMNS, first), xmin: String(first.locked_xmin) },
+        activities,
+      });
+      this.#dirty.delete(runId);
     }
-    return { run, activities };
+    return { run, activities: activityRows.map(rowToActivity) };
   }
 
   async listTimers(runId: string): Promise<TimerRecord[]> {
@@ -175,7 +222,11 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
     // First in its batch: a run closed by an earlier write of this transaction must leave `runs_one_open`
     // before the insert looks at it (sub-statements of one statement do not see each other's effects).
     const result = await this.write(`runs:${run.runId}`, this.st.insertRun, values, 1, true);
-    if (!result || result.rowCount === 1) return;
+    if (!result || result.rowCount === 1) {
+      // A new run has no activities yet.
+      this.#learn(run.runId, { run: { row: runRowOf(run), xmin: null }, activities: new Map() });
+      return;
+    }
     // Nothing inserted: the run id exists, or (the partial unique index) its workflow id has a running run.
     if ((await this.exec(this.st.runExists, [run.runId])).rows.length > 0) {
       throw new StoreError('DUPLICATE_KEY', `run ${run.runId} already exists`);
@@ -192,6 +243,11 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
       savepoint: patch.status === 'running',
       constraint: () =>
         duplicateOpenRun(`run ${runId} cannot become running: its workflow id has a running run`),
+    });
+    if (!changes(patch)) return;
+    this.#change(runId, (k) => {
+      k.run = { row: patchedRunRow(k.run.row, patch), xmin: null };
+      return true;
     });
   }
 
@@ -258,6 +314,10 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
         `activity ${activity.scheduledEventId} of run ${activity.runId} already exists`,
       );
     }
+    this.#change(activity.runId, (k) => {
+      k.activities.set(activity.scheduledEventId, { row: activityRowOf(activity), xmin: null });
+      return true;
+    });
   }
 
   async updateActivity(runId: string, scheduledEventId: number, patch: ActivityPatch): Promise<void> {
@@ -273,12 +333,20 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
       this.st.activityExists,
       missing,
     );
+    if (!changes(patch)) return;
+    this.#change(runId, (k) => {
+      const known = k.activities.get(scheduledEventId);
+      if (known)
+        k.activities.set(scheduledEventId, { row: patchedActivityRow(known.row, patch), xmin: null });
+      return known !== undefined;
+    });
   }
 
   async deleteActivity(runId: string, scheduledEventId: number): Promise<void> {
     this.checkWritable();
     const key = `activities:${runId}:${scheduledEventId}`;
     await this.write(key, this.st.deleteActivity, [runId, scheduledEventId]);
+    this.#change(runId, (k) => k.activities.delete(scheduledEventId) || true);
   }
 
   async insertTimer(t: TimerRecord): Promise<void> {
@@ -299,6 +367,43 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
   async deleteRunState(runId: string): Promise<void> {
     this.checkWritable();
     await this.exec(this.st.deleteRunState, [runId]);
+    this.#change(runId, (k) => {
+      k.activities.clear();
+      return true;
+    });
+  }
+
+  /** With memory: `runId`'s rows are now `known` (read, or written whole, by this transaction). */
+  #learn(runId: string, known: KnownRun): void {
+    if (!this.memory) return;
+    this.#known.set(runId, known);
+    this.#dirty.delete(runId);
+  }
+
+  /**
+   * With memory: a write changed rows of `runId`. `apply` updates what this transaction knows of them
+   * and returns false when it cannot; then, as when nothing is known, the run is forgotten at the end.
+   */
+  #change(runId: string, apply: (known: KnownRun) => boolean): void {
+    if (!this.memory) return;
+    const known = this.#known.get(runId);
+    if (known && apply(known)) return;
+    this.#known.delete(runId);
+    this.#dirty.add(runId);
+  }
+
+  /**
+   * Called by the store once the attempt is over: a committed transaction teaches the store's memory
+   * what it left (rows it wrote carry its id); otherwise every run it knew or changed is forgotten.
+   */
+  settleMemory(committed: boolean): void {
+    const memory = this.memory;
+    if (!memory) return;
+    for (const runId of this.#dirty) memory.forget(runId);
+    for (const [runId, known] of this.#known) {
+      if (committed && !this.usedSavepoint) memory.remember(runId, known, this.xid);
+      else memory.forget(runId);
+    }
   }
 
   async putRequest(r: RequestRecord): Promise<void> {
@@ -398,6 +503,11 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
     const stmt = this.st.dueActivities;
     return (await this.all<ActivityRow>(stmt, [now, limit])).map(rowToActivity);
   }
+}
+
+/** Whether a patch sets any field (one that sets none writes nothing and leaves the row's xmin). */
+function changes(patch: object): boolean {
+  return Object.values(patch).some((v) => v !== undefined);
 }
 
 function duplicateOpenRun(message: string): StoreError {

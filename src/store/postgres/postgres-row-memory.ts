@@ -1,0 +1,172 @@
+import type { ActivityPatch, ActivityRecord, RunPatch, RunRecord, RunWithActivities } from '../store.js';
+import type { DeferredWrite } from './postgres-batch.js';
+import {
+  ACTIVITY_COLUMNS,
+  type ActivityRow,
+  type Columns,
+  type Encoder,
+  RUN_COLUMNS,
+  type RunRow,
+  rowToActivity,
+  rowToRun,
+  type SqlValue,
+} from './postgres-rows.js';
+
+/**
+ * Remembered rows: a run's row and its activities' rows as this store's last transaction on the run left
+ * them, each with the `xmin` (the id of the transaction that wrote that row version) it has in the
+ * database. A transaction that reads a remembered run with `getRunWithActivities` gets the remembered
+ * rows at once, without a round trip, and a check joins its next batch of writes (postgres-batch.ts):
+ * the check locks the run and then its activities, as the read would have, and passes only if the run
+ * row and the set of activity rows still carry the remembered xmins. A hot-path step is then one round
+ * trip: the check, the step's writes and COMMIT go out together.
+ *
+ * Why an xmin proves the rows are the remembered ones: PostgreSQL writes a new row version, with the
+ * writing transaction's id as its xmin, on every UPDATE; a lock (`FOR UPDATE`) does not change it. So a
+ * row whose xmin is the one remembered is the version remembered, byte for byte. A remembered entry is
+ * built from rows read in the same transaction (with their xmins) or from rows written by it (the row as
+ * read or remembered, with the written values encoded exactly as the statement sent them, and the
+ * transaction's own id), so it holds what a read would return. Activities are only inserted by a
+ * transaction that also updates their run, and the check compares the whole set, so a row added or
+ * removed by anyone else fails it too.
+ *
+ * A failed check rejects the batch: the store rolls back and runs the callback again without memory
+ * (PostgresStore.run). A stale entry thus costs one extra round trip and never changes a result. Rows
+ * written inside a savepoint carry the savepoint's own transaction id, so a transaction that used one
+ * remembers nothing; neither does one that rolled back or one whose transaction id is unknown.
+ */
+
+/** A row remembered with its xmin; null while the row was written by the current transaction. */
+interface Versioned<R> {
+  readonly row: R;
+  readonly xmin: string | null;
+}
+
+/** What a transaction knows of one run: its row and every one of its activities' rows. */
+export interface KnownRun {
+  run: Versioned<RunRow>;
+  readonly activities: Map<number, Versioned<ActivityRow>>;
+}
+
+/** Runs remembered per store; the least recently used are forgotten past this many. */
+export const MEMORY_CAPACITY = 4_096;
+
+/** The remembered runs of one store (see above). Entries are never trusted without the check. */
+export class RowMemory {
+  private readonly runs = new Map<string, KnownRun>();
+
+  constructor(private readonly capacity = MEMORY_CAPACITY) {}
+
+  get size(): number {
+    return this.runs.size;
+  }
+
+  /** A copy of the entry for `runId`, for one transaction to build on. */
+  take(runId: string): KnownRun | undefined {
+    const known = this.runs.get(runId);
+    return known && { run: known.run, activities: new Map(known.activities) };
+  }
+
+  forget(runId: string): void {
+    this.runs.delete(runId);
+  }
+
+  /**
+   * Remembers what a committed transaction left: rows it wrote get its id `xid` as their xmin. Forgets
+   * the run instead when a written row's xmin is unknown (no batch reported `xid`) or the run closed
+   * (no step of it will come).
+   */
+  remember(runId: string, known: KnownRun, xid: string | undefined): void {
+    const written = known.run.xmin === null || [...known.activities.values()].some((a) => a.xmin === null);
+    if ((written && xid === undefined) || known.run.row.status !== 'running') {
+      this.runs.delete(runId);
+      return;
+    }
+    const stamp = <R>(v: Versioned<R>): Versioned<R> =>
+      v.xmin === null ? { row: v.row, xmin: xid ?? null } : v;
+    const activities = new Map<number, Versioned<ActivityRow>>();
+    for (const [id, a] of known.activities) activities.set(id, stamp(a));
+    this.runs.delete(runId); // re-inserted last: the map's order is the order of use
+    this.runs.set(runId, { run: stamp(known.run), activities });
+    if (this.runs.size > this.capacity) {
+      const oldest = this.runs.keys().next().value;
+      if (oldest !== undefined) this.runs.delete(oldest);
+    }
+  }
+}
+
+/** The records a read of `known` would have returned (activities by scheduled event id). */
+export function recordsOf(known: KnownRun): RunWithActivities {
+  const activities = [...known.activities.values()]
+    .map((a) => rowToActivity(a.row))
+    .sort((x, y) => x.scheduledEventId - y.scheduledEventId);
+  return { run: rowToRun(known.run.row), activities };
+}
+
+/**
+ * The check that makes a remembered read valid: one CTE entry returning one row only if the run's row
+ * still has the remembered xmin and its activities are exactly the remembered ones (scheduled event id
+ * and xmin, in order). The run is locked first, then its activities, the order every transaction that
+ * takes both follows. It must be the first entry of its batch: a row changed by an earlier entry of the
+ * same statement cannot be locked again by it, and the check would fail for nothing.
+ */
+export function checkOf(sql: (alias: string) => string, runId: string, known: KnownRun): DeferredWrite {
+  const versions = [...known.activities.entries()]
+    .sort((x, y) => x[0] - y[0])
+    .map(([id, a]) => `${id}:${a.xmin}`)
+    .join(',');
+  return {
+    key: `check:${runId}`,
+    shape: 'checkRemembered',
+    sql,
+    values: [runId, known.run.xmin, versions],
+    expect: 1,
+  };
+}
+
+/** The CTE entry of `checkOf` for the schema `s` (quoted): `$1` run id, `$2` its xmin, `$3` activities. */
+export function checkRememberedSql(s: string): (alias: string) => string {
+  return (alias) =>
+    `${alias} AS (SELECT 1 FROM (SELECT xmin FROM ${s}.runs WHERE run_id = $1 FOR UPDATE) r ` +
+    `WHERE r.xmin::text = $2 AND (SELECT coalesce(string_agg(scheduled_event_id || ':' || xmin::text, ',' ` +
+    `ORDER BY scheduled_event_id), '') FROM (SELECT scheduled_event_id, xmin FROM ${s}.activities ` +
+    `WHERE run_id = $1 ORDER BY scheduled_event_id FOR UPDATE) a) = $3)`;
+}
+
+/** The row `record` is stored as (every column, encoded as the insert sends it). */
+export function rowOf<R, Row>(columns: Columns<R>, record: R): Row {
+  const row: Record<string, SqlValue> = {};
+  for (const key of Object.keys(columns) as (keyof R & string)[]) {
+    const [column, encode] = columns[key];
+    row[column] = encode(record[key]);
+  }
+  return row as Row;
+}
+
+/** The columns of `columns` taken from `source` (a result row, perhaps with prefixed names). */
+export function pickRow<Row>(columns: Columns<never>, source: object, prefix = ''): Row {
+  const from = source as Record<string, unknown>;
+  const row: Record<string, unknown> = {};
+  for (const [column] of Object.values<readonly [string, Encoder]>(columns)) {
+    row[column] = from[prefix + column];
+  }
+  return row as Row;
+}
+
+/** `row` with the fields of `patch` applied as the patch statement writes them (undefined: unchanged). */
+export function patchedRow<Row>(columns: Columns<never>, row: Row, patch: object): Row {
+  const all = columns as Readonly<Record<string, readonly [string, Encoder]>>;
+  const next: Record<string, unknown> = { ...(row as object) };
+  for (const [field, value] of Object.entries(patch)) {
+    const column = all[field];
+    if (value !== undefined && column) next[column[0]] = column[1](value);
+  }
+  return next as Row;
+}
+
+export const runRowOf = (run: RunRecord): RunRow => rowOf(RUN_COLUMNS, run);
+export const activityRowOf = (a: ActivityRecord): ActivityRow => rowOf(ACTIVITY_COLUMNS, a);
+export const patchedRunRow = (row: RunRow, patch: RunPatch): RunRow =>
+  patchedRow(RUN_COLUMNS as Columns<never>, row, patch);
+export const patchedActivityRow = (row: ActivityRow, patch: ActivityPatch): ActivityRow =>
+  patchedRow(ACTIVITY_COLUMNS as Columns<never>, row, patch);

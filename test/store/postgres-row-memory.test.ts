@@ -1,0 +1,221 @@
+/**
+ * Remembered rows of the PostgreSQL store (src/store/postgres/postgres-row-memory.ts): a transaction that
+ * reads a run this store's last transaction on it left gets the rows without a round trip, and a check
+ * that joins its batch of writes proves them current (their xmins). A run changed by anyone else fails
+ * the check, and the callback runs again reading every row: results are always those of a real read.
+ */
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { activity, FAILURE, run } from '../../src/store/conformance/records.js';
+import { openStore } from '../../src/store/open-store.js';
+import { RowMemory } from '../../src/store/postgres/postgres-row-memory.js';
+import type { PostgresStore } from '../../src/store/postgres/postgres-store.js';
+import type { RunWithActivities, StoreTx } from '../../src/store/store.js';
+import { adminQuery, dropSchema, storeUrl, testSchema } from './fixtures/postgres.js';
+
+describe('remembered rows on PostgreSQL', () => {
+  let schema: string;
+  let store: PostgresStore;
+  let other: PostgresStore;
+  /** Round trips of this process's `pg` clients while `counting` (a statement sent with none unanswered). */
+  let counting = false;
+  let waits = 0;
+  const unanswered = new WeakMap<object, number>();
+  const proto = pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown };
+  const query = proto.query;
+
+  beforeAll(async () => {
+    schema = testSchema();
+    store = (await openStore(storeUrl(schema), { mode: 'node' })) as PostgresStore;
+    other = (await openStore(storeUrl(schema), { mode: 'node' })) as PostgresStore;
+    proto.query = function (this: object, ...args: unknown[]) {
+      const pending = unanswered.get(this) ?? 0;
+      if (counting && pending === 0) waits++;
+      unanswered.set(this, pending + 1);
+      const answered = () => unanswered.set(this, (unanswered.get(this) ?? 1) - 1);
+      const result = query.apply(this, args) as Promise<unknown>;
+      result.then(answered, answered);
+      return result;
+    };
+  });
+  afterAll(async () => {
+    proto.query = query;
+    await store.close();
+    await other.close();
+    await dropSchema(schema);
+  });
+  afterEach(async () => {
+    await adminQuery(
+      `TRUNCATE ${['runs', 'events', 'buffer', 'activities', 'timers', 'requests', 'queries']
+        .map((t) => `"${schema}".${t}`)
+        .join(', ')}`,
+    );
+  });
+
+  async function roundTrips<T>(fn: () => Promise<T>): Promise<{ value: T; roundTrips: number }> {
+    const before = waits;
+    counting = true;
+    try {
+      return { value: await fn(), roundTrips: waits - before };
+    } finally {
+      counting = false;
+    }
+  }
+
+  /** What a plain read returns now (no memory, no lock). */
+  const fresh = (runId = 'run-1'): Promise<RunWithActivities> =>
+    store.read((tx) => tx.getRunWithActivities(runId));
+
+  /** A run with two activities, one started, written by `store` (which then remembers them). */
+  async function seed(): Promise<void> {
+    await store.transaction(async (tx) => {
+      await tx.insertRun(run({ memo: { customer: 'ada', note: 'ünïcode \u2028' }, nextEventId: 6 }));
+      await tx.insertActivity(activity({ scheduledEventId: 5 }));
+      await tx.insertActivity(
+        activity({ scheduledEventId: 7, activityId: '2', phase: 'started', token: 3, leaseOwner: 'w1' }),
+      );
+    });
+  }
+
+  /** A hot-path-like step: read the run and its activities, complete activity 7, schedule another. */
+  const step = async (tx: StoreTx) => {
+    const read = await tx.getRunWithActivities('run-1');
+    await tx.deleteActivity('run-1', 7);
+    await tx.updateRun('run-1', { nextEventId: read.run!.nextEventId + 2, wftToken: read.run!.wftToken + 1 });
+    await tx.insertActivity(activity({ scheduledEventId: 9, activityId: '3', lastFailure: FAILURE }));
+    return read;
+  };
+
+  it('a step on a run this store wrote is one round trip, and reads exactly what a read would', async () => {
+    await seed();
+    const expected = await fresh();
+    const before = store.stats();
+    const { value: read, roundTrips: trips } = await roundTrips(() => store.transaction(step));
+    expect(trips).toBe(1); // BEGIN, the check with the writes, COMMIT: one socket write
+    expect(read).toEqual(expected);
+    expect(store.stats().remembered).toBe(before.remembered + 1);
+    expect(store.stats().stale).toBe(before.stale);
+    const after = await fresh();
+    expect(after.run?.nextEventId).toBe(8);
+    expect(after.activities.map((a) => a.scheduledEventId)).toEqual([5, 9]);
+    // What the step wrote is remembered in turn: the next read answers from memory, equal to a real one.
+    const again = await roundTrips(() => store.transaction((tx) => tx.getRunWithActivities('run-1')));
+    expect(again.value).toEqual(after);
+    expect(again.roundTrips).toBe(1);
+    expect(store.stats().remembered).toBe(before.remembered + 2);
+  });
+
+  it('a run row changed by another connection fails the check: the callback runs again and reads it', async () => {
+    await seed();
+    await adminQuery(`UPDATE "${schema}".runs SET next_event_id = 40, memo = '{"changed":true}'`);
+    const before = store.stats();
+    const seen: number[] = [];
+    await store.transaction(async (tx) => {
+      const read = await step(tx);
+      seen.push(read.run!.nextEventId);
+    });
+    expect(seen).toEqual([6, 40]); // the remembered run, then the real one
+    expect(store.stats().stale).toBe(before.stale + 1);
+    expect(store.stats().replays).toBe(before.replays);
+    const after = await fresh();
+    expect(after.run?.nextEventId).toBe(42);
+    expect(after.run?.memo).toEqual({ changed: true });
+  });
+
+  it('an activity changed, added or removed by another connection fails the check', async () => {
+    const changes = [
+      `UPDATE "${schema}".activities SET lease_owner = 'zombie', token = 4 WHERE scheduled_event_id = 7`,
+      `INSERT INTO "${schema}".activities SELECT run_id, 11, namespace, workflow_id, '9', activity_type, task_queue, input, options, phase, attempt, scheduled_time, visible_at, started_time, last_heartbeat_time, heartbeat_details, last_failure, cancel_requested, lease_owner, token, deadline FROM "${schema}".activities WHERE scheduled_event_id = 5`,
+      `DELETE FROM "${schema}".activities WHERE scheduled_event_id = 5`,
+    ];
+    for (const change of changes) {
+      await seed();
+      await adminQuery(change);
+      const expected = await fresh();
+      const before = store.stats().stale;
+      const reads: RunWithActivities[] = [];
+      await store.transaction(async (tx) => {
+        reads.push(await tx.getRunWithActivities('run-1'));
+        await tx.updateRun('run-1', { wftToken: 9 });
+      });
+      expect(reads).toHaveLength(2);
+      expect(reads[1]).toEqual(expected);
+      expect(store.stats().stale).toBe(before + 1);
+      await adminQuery(`TRUNCATE "${schema}".runs, "${schema}".activities`);
+    }
+  });
+
+  it('two stores taking turns on one run each notice the other and never lose a write', async () => {
+    await seed();
+    const staleBefore = store.stats().stale + other.stats().stale;
+    for (let i = 0; i < 6; i++) {
+      const s = i % 2 === 0 ? store : other;
+      await s.transaction(async (tx) => {
+        const { run: r } = await tx.getRunWithActivities('run-1');
+        await tx.updateRun('run-1', { nextEventId: r!.nextEventId + 1 });
+      });
+    }
+    expect((await fresh()).run?.nextEventId).toBe(12);
+    // Turn 0 (`store`, which wrote the run) passes its check; turn 1 (`other`) has no memory and reads;
+    // each later turn finds the other store wrote since, re-runs reading, and remembers again.
+    expect(store.stats().stale + other.stats().stale).toBe(staleBefore + 4);
+  });
+
+  it('a transaction that rolls back, or writes in a savepoint, leaves nothing remembered', async () => {
+    await seed();
+    await expect(
+      store.transaction(async (tx) => {
+        await step(tx);
+        throw new Error('changed my mind');
+      }),
+    ).rejects.toThrow('changed my mind');
+    let before = store.stats().remembered;
+    await store.transaction(async (tx) => void (await tx.getRunWithActivities('run-1')));
+    expect(store.stats().remembered).toBe(before); // forgotten: read for real
+    // A change to 'running' runs in a savepoint, whose rows carry another transaction id.
+    await store.transaction(async (tx) => {
+      await tx.getRunWithActivities('run-1');
+      await tx.updateRun('run-1', { status: 'running' });
+    });
+    before = store.stats().remembered;
+    await store.transaction(async (tx) => void (await tx.getRunWithActivities('run-1')));
+    expect(store.stats().remembered).toBe(before);
+    expect((await fresh()).run?.status).toBe('running');
+  });
+
+  it('a write to a run this transaction does not know (no read) makes the store forget the run', async () => {
+    await seed();
+    await store.transaction((tx) => tx.updateActivity('run-1', 5, { attempt: 2 }));
+    const before = store.stats();
+    const read = await store.transaction((tx) => tx.getRunWithActivities('run-1'));
+    expect(read.activities.find((a) => a.scheduledEventId === 5)?.attempt).toBe(2);
+    expect(store.stats().remembered).toBe(before.remembered);
+    expect(store.stats().stale).toBe(before.stale);
+  });
+});
+
+describe('RowMemory', () => {
+  const entry = (status = 'running') => ({
+    run: { row: { status } as never, xmin: null },
+    activities: new Map([[5, { row: {} as never, xmin: '77' }]]),
+  });
+
+  it('forgets the least recently remembered run past its capacity', () => {
+    const memory = new RowMemory(2);
+    memory.remember('a', entry(), '100');
+    memory.remember('b', entry(), '101');
+    memory.remember('a', entry(), '102'); // used again: now the newest
+    memory.remember('c', entry(), '103');
+    expect(memory.size).toBe(2);
+    expect(memory.take('b')).toBeUndefined();
+    expect(memory.take('a')?.run.xmin).toBe('102');
+    expect(memory.take('c')?.activities.get(5)?.xmin).toBe('77'); // unwritten rows keep their xmin
+  });
+
+  it('does not remember a closed run, nor written rows whose transaction id is unknown', () => {
+    const memory = new RowMemory();
+    memory.remember('a', entry('completed'), '100');
+    memory.remember('b', entry(), undefined);
+    expect(memory.size).toBe(0);
+  });
+});
