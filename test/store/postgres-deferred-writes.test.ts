@@ -157,14 +157,15 @@ describe('deferred writes on PostgreSQL', () => {
     expect(after.activities.map((a) => a.scheduledEventId)).toEqual([6]);
   });
 
-  it('a transaction of writes alone is one round trip; one that sends nothing sends no BEGIN either', async () => {
+  it('a transaction of writes alone is one statement, without BEGIN and COMMIT; one that sends nothing sends nothing', async () => {
     const write = await counted(() =>
       store.transaction(async (tx) => {
         await tx.insertRun(run());
         await tx.insertTimer(timer());
       }),
     );
-    expect(write.statements).toEqual(['BEGIN ISOLATION', 'WITH w0', 'COMMIT']);
+    // One statement is a transaction of its own (the server's default isolation is READ COMMITTED).
+    expect(write.statements).toEqual(['WITH w0']);
     expect(write.roundTrips).toBe(1);
     expect((await store.read((tx) => tx.listTimers('run-1'))).map((t) => t.timerKey)).toEqual(['t1']);
     const empty = await counted(() => store.transaction(async () => 'nothing to do'));
@@ -175,6 +176,25 @@ describe('deferred writes on PostgreSQL', () => {
     // A snapshot read: BEGIN with its statement, then COMMIT.
     expect(read.statements).toEqual(['BEGIN ISOLATION', 'SELECT run_id,', 'COMMIT']);
     expect(read.roundTrips).toBe(2);
+  });
+
+  it('a server whose default isolation is not READ COMMITTED gets BEGIN and COMMIT around every batch', async () => {
+    // A role of its own whose sessions default to SERIALIZABLE (trust auth: no password).
+    const role = `${schema}_serializable`;
+    await adminQuery(`CREATE ROLE "${role}" LOGIN SUPERUSER`);
+    await adminQuery(`ALTER ROLE "${role}" SET default_transaction_isolation = 'serializable'`);
+    const url = new URL(storeUrl(schema));
+    url.username = role;
+    const strict = await openStore(url.href, { mode: 'node' });
+    try {
+      const write = await counted(() => strict.transaction((tx) => tx.insertRun(run({ runId: 'run-s' }))));
+      expect(write.statements).toEqual(['BEGIN ISOLATION', 'WITH w0', 'COMMIT']);
+      expect(write.roundTrips).toBe(1);
+      expect((await store.read((tx) => tx.getRun('run-s')))?.runId).toBe('run-s');
+    } finally {
+      await strict.close();
+      await adminQuery(`DROP ROLE "${role}"`);
+    }
   });
 
   it('a fan-out of 2,000 activities (the per-run limit) goes in batches of MAX_BATCH_WRITES, committed at the first attempt', async () => {

@@ -91,7 +91,7 @@ describe('remembered rows on PostgreSQL', () => {
     const expected = await fresh();
     const before = store.stats();
     const { value: read, roundTrips: trips } = await roundTrips(() => store.transaction(step));
-    expect(trips).toBe(1); // BEGIN, the check with the writes, COMMIT: one socket write
+    expect(trips).toBe(1); // one statement: the check, then the writes; it commits by itself
     expect(read).toEqual(expected);
     expect(store.stats().remembered).toBe(before.remembered + 1);
     expect(store.stats().stale).toBe(before.stale);

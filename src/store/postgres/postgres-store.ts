@@ -144,8 +144,11 @@ export interface PostgresStoreStats {
  * - Round trips: connections pipeline (`pg` >= 8.23). BEGIN goes out with the callback's first statement
  *   and COMMIT right behind its last batch of writes, each pair in one socket write; a batch checks its
  *   own row counts and fails if one is off, so the COMMIT behind it finds the transaction aborted and
- *   rolls back. A hot-path step (read the run, write the step) is two round trips, or one when the store
- *   remembers the run's rows from its own last transaction on it (below); a callback that sends
+ *   rolls back. A transaction whose only statement is one batch of writes sends it alone, without BEGIN
+ *   and COMMIT (one statement commits by itself), where the server's default isolation is READ
+ *   COMMITTED (checked at open). A hot-path step (read the run, write the step) is two round trips, or
+ *   one statement when the store remembers the run's rows from its own last transaction on it (below);
+ *   a callback that sends
  *   nothing sends no BEGIN and no COMMIT either. (BEGIN cannot fail on a live connection, so no statement
  *   ever runs outside the transaction it was meant for.)
  * - Remembered rows (postgres-row-memory.ts): `getRunWithActivities` inside `transaction` answers from
@@ -176,6 +179,8 @@ export class PostgresStore implements Store {
   private constructor(
     private readonly pool: PostgresPool,
     private readonly options: PostgresStoreOptions,
+    /** Whether a transaction that is one batch of writes may go without BEGIN and COMMIT (see `open`). */
+    private readonly autocommit: boolean,
   ) {
     this.description = options.description;
     this.sql = {
@@ -231,6 +236,7 @@ export class PostgresStore implements Store {
         code: errorCode(err),
       });
     });
+    let autocommit = false;
     try {
       let client: PostgresPoolClient;
       try {
@@ -239,6 +245,12 @@ export class PostgresStore implements Store {
         throw unavailable(options.description, err);
       }
       try {
+        // A single statement outside BEGIN runs at the default isolation: only READ COMMITTED, the
+        // level every write transaction asks for, lets one batch of writes commit by itself.
+        const { rows } = await client.query<{ default_transaction_isolation: string }>(
+          'SHOW default_transaction_isolation',
+        );
+        autocommit = rows[0]?.default_transaction_isolation === 'read committed';
         if (options.mode === 'client') {
           await checkPostgresSchemaForClient(client, options.schema, options.description);
         } else {
@@ -259,7 +271,7 @@ export class PostgresStore implements Store {
       throw transient ? unavailable(options.description, err) : failure(options.description, err);
     }
     logger.info('opened PostgreSQL store', { store: options.description, mode: options.mode });
-    return new PostgresStore(pool, options);
+    return new PostgresStore(pool, options, autocommit);
   }
 
   transaction<T>(fn: (tx: StoreTx) => Promise<T>): Promise<T> {
@@ -407,6 +419,7 @@ export class PostgresStore implements Store {
       // BEGIN goes out with the callback's first statement, COMMIT with its last batch of writes (the
       // connection pipelines them): neither costs a round trip of its own.
       begin: inTransaction ? (writable ? BEGIN_WRITE : BEGIN_READ) : undefined,
+      autocommit: writable && this.autocommit,
       deferWrites,
       where: this.description,
       schema: this.options.schema,

@@ -29,6 +29,12 @@ export interface PostgresTxOptions {
   readonly writable: boolean;
   /** The statement that opens the transaction, sent with the first statement; none: each runs alone. */
   readonly begin?: Statement;
+  /**
+   * A transaction whose only statement is its last batch of writes sends that batch alone, without
+   * BEGIN and COMMIT: one statement is a transaction of its own (autocommit), at the server's default
+   * isolation, which the store has checked is READ COMMITTED, as its BEGIN says.
+   */
+  readonly autocommit?: boolean;
   /** Hold back writes and send them together (see postgres-batch.ts); false: each write runs at once. */
   readonly deferWrites: boolean;
   /** The store's description, for errors. */
@@ -87,6 +93,7 @@ export class PostgresTxBase {
   protected readonly recall: boolean;
   /** The opening statement, until it goes out with the first statement (see `send`). */
   private begin: Statement | undefined;
+  private readonly autocommit: boolean;
   /** The opening statement's answer, once sent: undefined while the transaction has sent nothing. */
   begun: Promise<PgResult> | undefined;
   /** The transaction's id as its row versions carry it (xmin), once a batch of writes reported it. */
@@ -107,6 +114,7 @@ export class PostgresTxBase {
     this.memory = this.deferred ? options.memory : undefined;
     this.recall = options.recall ?? true;
     this.begin = options.begin;
+    this.autocommit = options.autocommit ?? false;
   }
 
   end(): void {
@@ -160,7 +168,8 @@ export class PostgresTxBase {
    * Sends the deferred writes, if any, as one statement (postgres-batch.ts). The store calls it once
    * more after the callback, with `then`: a function that sends COMMIT, called in the same socket write
    * as the batch (or alone when nothing is held back; never when the transaction sent nothing at all),
-   * so the last writes and COMMIT share one round trip. A batch that does not succeed exactly as its
+   * so the last writes and COMMIT share one round trip (with `autocommit`, a batch that is the whole
+   * transaction goes alone, and nothing is opened). A batch that does not succeed exactly as its
    * writes would have one by one sets `replayNeeded` and throws STORE_RETRY (the statement itself fails
    * then, so a COMMIT behind it rolls back).
    */
@@ -172,6 +181,11 @@ export class PostgresTxBase {
     }
     // Throws before anything is sent; `send` then issues the query before its first await.
     this.checkUsable();
+    if (then && this.autocommit && this.begun === undefined) {
+      // The batch is the whole transaction: it commits by itself, and on failure rolls back by itself.
+      this.begin = undefined;
+      then = undefined;
+    }
     const sent = this.together(() => {
       const batch = this.send(this.sql.batches.get(writes), batchValues(writes), 'batch');
       then?.();
