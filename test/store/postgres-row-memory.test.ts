@@ -212,6 +212,23 @@ describe('RowMemory', () => {
     expect(memory.take('c')?.activities.get(5)?.xmin).toBe('77'); // unwritten rows keep their xmin
   });
 
+  it('keeps the rows within its byte budget, and does not remember a run too large for it', () => {
+    const big = (chars: number) => ({
+      run: { row: { status: 'running', memo: 'x'.repeat(chars) } as never, xmin: '1' },
+      activities: new Map(),
+    });
+    const memory = new RowMemory(100, 16_000); // runs of at most 1,000 bytes
+    memory.remember('huge', big(600), '2'); // 1,214 bytes ('running' is 14)
+    expect(memory.take('huge')).toBeUndefined();
+    for (let i = 0; i < 20; i++) memory.remember(`r${i}`, big(400), '3'); // 814 bytes each
+    expect(memory.bytes).toBeLessThanOrEqual(16_000);
+    expect(memory.size).toBe(19);
+    expect(memory.take('r0')).toBeUndefined(); // the oldest went first
+    expect(memory.take('r19')).toBeDefined();
+    memory.forget('r19');
+    expect(memory.bytes).toBe(18 * 814);
+  });
+
   it('does not remember a closed run, nor written rows whose transaction id is unknown', () => {
     const memory = new RowMemory();
     memory.remember('a', entry('completed'), '100');

@@ -48,26 +48,43 @@ export interface KnownRun {
   readonly activities: Map<number, Versioned<ActivityRow>>;
 }
 
-/** Runs remembered per store; the least recently used are forgotten past this many. */
+/**
+ * Runs remembered per store, and the bytes their rows may take (payloads can be large: an activity's
+ * input may hold 2 MB). The least recently used are forgotten past either; a run whose rows alone
+ * would take more than a sixteenth of the bytes is not remembered.
+ */
 export const MEMORY_CAPACITY = 4_096;
+export const MEMORY_BYTES = 64 * 1024 * 1024;
 
 /** The remembered runs of one store (see above). Entries are never trusted without the check. */
 export class RowMemory {
-  private readonly runs = new Map<string, KnownRun>();
+  private readonly runs = new Map<string, { readonly known: KnownRun; readonly bytes: number }>();
+  private total = 0;
 
-  constructor(private readonly capacity = MEMORY_CAPACITY) {}
+  constructor(
+    private readonly capacity = MEMORY_CAPACITY,
+    private readonly budget = MEMORY_BYTES,
+  ) {}
 
   get size(): number {
     return this.runs.size;
   }
 
+  /** About how many bytes the remembered rows take. */
+  get bytes(): number {
+    return this.total;
+  }
+
   /** A copy of the entry for `runId`, for one transaction to build on. */
   take(runId: string): KnownRun | undefined {
-    const known = this.runs.get(runId);
+    const known = this.runs.get(runId)?.known;
     return known && { run: known.run, activities: new Map(known.activities) };
   }
 
   forget(runId: string): void {
+    const entry = this.runs.get(runId);
+    if (!entry) return;
+    this.total -= entry.bytes;
     this.runs.delete(runId);
   }
 
@@ -78,21 +95,32 @@ export class RowMemory {
    */
   remember(runId: string, known: KnownRun, xid: string | undefined): void {
     const written = known.run.xmin === null || [...known.activities.values()].some((a) => a.xmin === null);
-    if ((written && xid === undefined) || known.run.row.status !== 'running') {
-      this.runs.delete(runId);
-      return;
-    }
+    this.forget(runId); // re-inserted last: the map's order is the order of use
+    if ((written && xid === undefined) || known.run.row.status !== 'running') return;
     const stamp = <R>(v: Versioned<R>): Versioned<R> =>
       v.xmin === null ? { row: v.row, xmin: xid ?? null } : v;
     const activities = new Map<number, Versioned<ActivityRow>>();
-    for (const [id, a] of known.activities) activities.set(id, stamp(a));
-    this.runs.delete(runId); // re-inserted last: the map's order is the order of use
-    this.runs.set(runId, { run: stamp(known.run), activities });
-    if (this.runs.size > this.capacity) {
+    let bytes = bytesOf(known.run.row);
+    for (const [id, a] of known.activities) {
+      activities.set(id, stamp(a));
+      bytes += bytesOf(a.row);
+    }
+    if (bytes > this.budget / 16) return;
+    this.runs.set(runId, { known: { run: stamp(known.run), activities }, bytes });
+    this.total += bytes;
+    while (this.runs.size > this.capacity || this.total > this.budget) {
       const oldest = this.runs.keys().next().value;
-      if (oldest !== undefined) this.runs.delete(oldest);
+      if (oldest === undefined) break;
+      this.forget(oldest);
     }
   }
+}
+
+/** About how many bytes a row takes: strings at two bytes a character, other values at eight. */
+function bytesOf(row: object): number {
+  let bytes = 0;
+  for (const value of Object.values(row)) bytes += typeof value === 'string' ? 2 * value.length : 8;
+  return bytes;
 }
 
 /** The records a read of `known` would have returned (activities by scheduled event id). */
