@@ -103,6 +103,22 @@ describe('deferred writes on PostgreSQL', () => {
     );
   });
 
+  /**
+   * A run with activity 5, written by another store, so `store` reads it (it would answer from its
+   * memory of its own writes: postgres-row-memory.test.ts).
+   */
+  async function seedFromAnotherStore(): Promise<void> {
+    const writer = await openStore(storeUrl(schema), { mode: 'node' });
+    try {
+      await writer.transaction(async (tx) => {
+        await tx.insertRun(run());
+        await tx.insertActivity(activity({ scheduledEventId: 5 }));
+      });
+    } finally {
+      await writer.close();
+    }
+  }
+
   async function counted<T>(
     fn: () => Promise<T>,
   ): Promise<{ value: T; statements: string[]; roundTrips: number }> {
@@ -117,17 +133,7 @@ describe('deferred writes on PostgreSQL', () => {
   }
 
   it("a step's writes (delete, append, update, insert) go in one statement between its read and COMMIT", async () => {
-    // Written by another store, so this one reads the run (it would answer from its memory of its own
-    // writes: postgres-row-memory.test.ts).
-    const writer = await openStore(storeUrl(schema), { mode: 'node' });
-    try {
-      await writer.transaction(async (tx) => {
-        await tx.insertRun(run());
-        await tx.insertActivity(activity({ scheduledEventId: 5 }));
-      });
-    } finally {
-      await writer.close();
-    }
+    await seedFromAnotherStore();
     const before = store.stats().replays;
     const { statements, roundTrips } = await counted(() =>
       store.transaction(async (tx) => {
@@ -312,17 +318,7 @@ describe('deferred writes on PostgreSQL', () => {
   });
 
   it('a rejected deferred write is re-run with immediate writes: its error surfaces at its call', async () => {
-    // Written by another store, so this one reads the run (it would answer from its memory of its own
-    // writes: postgres-row-memory.test.ts).
-    const writer = await openStore(storeUrl(schema), { mode: 'node' });
-    try {
-      await writer.transaction(async (tx) => {
-        await tx.insertRun(run());
-        await tx.insertActivity(activity({ scheduledEventId: 5 }));
-      });
-    } finally {
-      await writer.close();
-    }
+    await seedFromAnotherStore();
     const before = store.stats().replays;
     const calls: string[] = [];
     const outcome = await store.transaction(async (tx) => {
