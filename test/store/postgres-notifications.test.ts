@@ -13,7 +13,8 @@ import {
   packPayloads,
 } from '../../src/store/postgres/postgres-channel.js';
 import { PostgresNotifications } from '../../src/store/postgres/postgres-notifications.js';
-import type { PostgresPool, PostgresStore } from '../../src/store/postgres/postgres-store.js';
+import type { PostgresPool } from '../../src/store/postgres/postgres-pool.js';
+import type { PostgresStore } from '../../src/store/postgres/postgres-store.js';
 import {
   adminClient,
   adminQuery,

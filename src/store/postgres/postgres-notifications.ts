@@ -3,7 +3,7 @@ import { classifyStoreError, errorCode } from '../errors.js';
 import type { StoreNotifications } from '../store.js';
 import { countTopics, MAX_PAYLOAD_BYTES, notificationChannel, packPayloads } from './postgres-channel.js';
 import { asError, messageOf } from './postgres-errors.js';
-import type { PostgresPool, PostgresPoolClient } from './postgres-store.js';
+import type { PostgresPool, PostgresPoolClient } from './postgres-pool.js';
 
 /**
  * Wake-ups between processes over PostgreSQL `LISTEN/NOTIFY`. Best effort throughout: a wake-up that is

@@ -1,16 +1,6 @@
-import type { ActivityPatch, ActivityRecord, RunPatch, RunRecord, RunWithActivities } from '../store.js';
+import type { RunWithActivities } from '../store.js';
 import type { DeferredWrite } from './postgres-batch.js';
-import {
-  ACTIVITY_COLUMNS,
-  type ActivityRow,
-  type Columns,
-  type Encoder,
-  RUN_COLUMNS,
-  type RunRow,
-  rowToActivity,
-  rowToRun,
-  type SqlValue,
-} from './postgres-rows.js';
+import { type ActivityRow, type RunRow, rowToActivity, rowToRun } from './postgres-rows.js';
 
 /**
  * Remembered rows: a run's row and its activities' rows as this store's last transaction on the run left
@@ -37,7 +27,7 @@ import {
  */
 
 /** A row remembered with its xmin; null while the row was written by the current transaction. */
-interface Versioned<R> {
+export interface Versioned<R> {
   readonly row: R;
   readonly xmin: string | null;
 }
@@ -161,40 +151,51 @@ export function checkRememberedSql(s: string): (alias: string) => string {
     `WHERE run_id = $1 ORDER BY scheduled_event_id FOR UPDATE) a) = $3)`;
 }
 
-/** The row `record` is stored as (every column, encoded as the insert sends it). */
-export function rowOf<R, Row>(columns: Columns<R>, record: R): Row {
-  const row: Record<string, SqlValue> = {};
-  for (const key of Object.keys(columns) as (keyof R & string)[]) {
-    const [column, encode] = columns[key];
-    row[column] = encode(record[key]);
-  }
-  return row as Row;
-}
+/**
+ * What one transaction knows of runs' rows, and what its writes change, for the store's memory: runs it
+ * read (or took from memory) are known completely and follow its writes; a write to a run it does not
+ * know makes the run unknown (`dirty`), and the memory forgets it when the transaction ends.
+ */
+export class TransactionRows {
+  readonly #known = new Map<string, KnownRun>();
+  readonly #dirty = new Set<string>();
 
-/** The columns of `columns` taken from `source` (a result row, perhaps with prefixed names). */
-export function pickRow<Row>(columns: Columns<never>, source: object, prefix = ''): Row {
-  const from = source as Record<string, unknown>;
-  const row: Record<string, unknown> = {};
-  for (const [column] of Object.values<readonly [string, Encoder]>(columns)) {
-    row[column] = from[prefix + column];
-  }
-  return row as Row;
-}
+  constructor(private readonly memory: RowMemory) {}
 
-/** `row` with the fields of `patch` applied as the patch statement writes them (undefined: unchanged). */
-export function patchedRow<Row>(columns: Columns<never>, row: Row, patch: object): Row {
-  const all = columns as Readonly<Record<string, readonly [string, Encoder]>>;
-  const next: Record<string, unknown> = { ...(row as object) };
-  for (const [field, value] of Object.entries(patch)) {
-    const column = all[field];
-    if (value !== undefined && column) next[column[0]] = column[1](value);
+  /** The remembered rows of a run this transaction has neither read nor changed yet, if any. */
+  take(runId: string): KnownRun | undefined {
+    if (this.#known.has(runId) || this.#dirty.has(runId)) return undefined;
+    const known = this.memory.take(runId);
+    if (known) this.#known.set(runId, known);
+    return known;
   }
-  return next as Row;
-}
 
-export const runRowOf = (run: RunRecord): RunRow => rowOf(RUN_COLUMNS, run);
-export const activityRowOf = (a: ActivityRecord): ActivityRow => rowOf(ACTIVITY_COLUMNS, a);
-export const patchedRunRow = (row: RunRow, patch: RunPatch): RunRow =>
-  patchedRow(RUN_COLUMNS as Columns<never>, row, patch);
-export const patchedActivityRow = (row: ActivityRow, patch: ActivityPatch): ActivityRow =>
-  patchedRow(ACTIVITY_COLUMNS as Columns<never>, row, patch);
+  /** `runId`'s rows are now `known` (read, or written whole, by this transaction). */
+  learn(runId: string, known: KnownRun): void {
+    this.#known.set(runId, known);
+    this.#dirty.delete(runId);
+  }
+
+  /**
+   * A write changed rows of `runId`. `apply` updates what this transaction knows of them and returns
+   * false when it cannot; then, as when nothing is known, the run is forgotten at the end.
+   */
+  change(runId: string, apply: (known: KnownRun) => boolean): void {
+    const known = this.#known.get(runId);
+    if (known && apply(known)) return;
+    this.#known.delete(runId);
+    this.#dirty.add(runId);
+  }
+
+  /**
+   * Once the attempt is over: a transaction that committed (`xid`: its id, if a batch reported it)
+   * teaches the memory what it left; otherwise every run it knew or changed is forgotten.
+   */
+  settle(committed: boolean, xid: string | undefined): void {
+    for (const runId of this.#dirty) this.memory.forget(runId);
+    for (const [runId, known] of this.#known) {
+      if (committed) this.memory.remember(runId, known, xid);
+      else this.memory.forget(runId);
+    }
+  }
+}

@@ -223,14 +223,14 @@ export function rowToActivity(r: ActivityRow): ActivityRecord {
 /** Prefix of the activity columns in a row that also holds its run's (getRunWithActivities). */
 export const ACTIVITY_PREFIX = 'a_';
 
-/** The activity in a run row with prefixed activity columns, or undefined when they are null (no activity). */
-export function prefixedRowToActivity(r: Record<string, unknown>): ActivityRecord | undefined {
-  if (r[`${ACTIVITY_PREFIX}scheduled_event_id`] === null) return undefined;
+/** The columns of `columns` taken from `source` (a result row, perhaps with prefixed names). */
+export function pickRow<Row>(columns: Columns<never>, source: object, prefix = ''): Row {
+  const from = source as Record<string, unknown>;
   const row: Record<string, unknown> = {};
-  for (const [column] of Object.values<readonly [string, Encoder]>(ACTIVITY_COLUMNS)) {
-    row[column] = r[ACTIVITY_PREFIX + column];
+  for (const [column] of Object.values<readonly [string, Encoder]>(columns)) {
+    row[column] = from[prefix + column];
   }
-  return rowToActivity(row as unknown as ActivityRow);
+  return row as Row;
 }
 
 // ---- queries ----
@@ -349,14 +349,19 @@ export function rowToBuffered(r: BufferRow): BufferedEvent {
   };
 }
 
+/** The row `record` is stored as: every column, encoded as an insert binds it, in key order. */
+export function rowOf<R, Row = Record<string, SqlValue>>(columns: Columns<R>, record: R): Row {
+  const row: Record<string, SqlValue> = {};
+  for (const key of Object.keys(columns) as (keyof R & string)[]) {
+    const [column, encode] = columns[key];
+    row[column] = encode(record[key]);
+  }
+  return row as Row;
+}
+
 /** Binds every column of `columns` from `record`, in key order. */
 export function encodeAll<R>(columns: Columns<R>, record: R): SqlValue[] {
-  const out: SqlValue[] = [];
-  for (const key of Object.keys(columns) as (keyof R & string)[]) {
-    const [, encode] = columns[key];
-    out.push(encode(record[key]));
-  }
-  return out;
+  return Object.values(rowOf(columns, record));
 }
 
 // ---- statements ----

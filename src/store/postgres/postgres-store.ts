@@ -6,46 +6,23 @@ import { classifyStoreError, errorCode, isTransientStoreErrorClass } from '../er
 import type { ReadOptions, Store, StoreCapabilities, StoreReader, StoreTx } from '../store.js';
 import { BatchStatements } from './postgres-batch.js';
 import { asError, closedError, failure, retriesExhausted, unavailable } from './postgres-errors.js';
-import {
-  checkPostgresSchemaForClient,
-  type MigrationClient,
-  migratePostgresSchema,
-} from './postgres-migrations.js';
+import { checkPostgresSchemaForClient, migratePostgresSchema } from './postgres-migrations.js';
 import {
   type PostgresListenClient,
   type PostgresNotificationStats,
   PostgresNotifications,
 } from './postgres-notifications.js';
+import {
+  createPool,
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  type PostgresPool,
+  type PostgresPoolClient,
+} from './postgres-pool.js';
 import { checkRememberedSql, RowMemory } from './postgres-row-memory.js';
 import { quoteIdent } from './postgres-rows.js';
 import { buildStatements, deferredAppendEvents, PatchStatements } from './postgres-statements.js';
 import { PostgresTx } from './postgres-tx.js';
-import type { PgQueryable, PgResult, PostgresSql } from './postgres-tx-base.js';
-
-/** The part of a `pg` pool client the store uses. */
-export interface PostgresPoolClient extends PgQueryable, MigrationClient {
-  /** The backend's process id (`pg` sets it once connected; absent from its type declarations). */
-  readonly processID?: number | null;
-  query(config: {
-    readonly name?: string;
-    readonly text: string;
-    readonly values?: readonly unknown[];
-  }): Promise<PgResult>;
-  query<R = Record<string, unknown>>(text: string, values?: readonly unknown[]): Promise<{ rows: R[] }>;
-  /** Returns the connection to the pool; with an error, closes it instead (its state is unknown). */
-  release(destroy?: Error | boolean): void;
-  on(event: 'error', listener: (err: Error) => void): unknown;
-  off(event: 'error', listener: (err: Error) => void): unknown;
-}
-
-/** The part of a `pg.Pool` the store uses. */
-export interface PostgresPool {
-  connect(): Promise<PostgresPoolClient>;
-  end(): Promise<void>;
-  on(event: 'error', listener: (err: Error) => void): unknown;
-  /** A connection left the pool (closed, broken, idle too long). */
-  on(event: 'remove', listener: (client: PostgresPoolClient) => void): unknown;
-}
+import type { PgResult, PostgresSql } from './postgres-tx-base.js';
 
 /** Options of one PostgreSQL store, as compiled from a connection string by `openStore`. */
 export interface PostgresStoreOptions {
@@ -66,27 +43,7 @@ export interface PostgresStoreOptions {
   readonly logger?: Logger;
 }
 
-const DEFAULT_POOL_SIZE = 10;
-const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 const DEFAULT_RETRY_BUDGET_MS = 30_000;
-/** Idle pooled connections close after this many ms. */
-const IDLE_TIMEOUT_MS = 30_000;
-const INT8_OID = 20;
-const INT8_ARRAY_OID = 1016;
-
-/**
- * `bigint` columns read back as numbers, not strings (every time, id and counter the engine stores is a
- * safe integer). Set on this store's pool only, never on the `pg` module (no global side effects).
- */
-const TYPES = {
-  getTypeParser(oid: number, format?: 'text' | 'binary') {
-    if (oid === INT8_OID) return (value: string) => Number(value);
-    // `{1,2,3}`: the adapter reads only one-dimensional bigint[] without NULLs.
-    if (oid === INT8_ARRAY_OID)
-      return (value: string) => (value === '{}' ? [] : value.slice(1, -1).split(',').map(Number));
-    return pg.types.getTypeParser(oid, format ?? 'text');
-  },
-} as pg.CustomTypesConfig;
 
 /** Counters of one store, for diagnostics and tests (`PostgresStore.stats`). */
 export interface PostgresStoreStats {
@@ -216,17 +173,7 @@ export class PostgresStore implements Store {
    */
   static async open(options: PostgresStoreOptions): Promise<PostgresStore> {
     const logger = options.logger ?? silentLogger;
-    const pool: PostgresPool = new pg.Pool({
-      connectionString: options.connectionString,
-      max: options.poolSize ?? DEFAULT_POOL_SIZE,
-      connectionTimeoutMillis: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
-      idleTimeoutMillis: IDLE_TIMEOUT_MS,
-      allowExitOnIdle: true,
-      types: TYPES,
-      // Queries go out without waiting for the answers to earlier ones (pg >= 8.23): BEGIN with the first
-      // statement, the last batch of writes with COMMIT. Answers come back in order.
-      pipeline: true,
-    });
+    const pool = createPool(options);
     // An idle pooled connection that dies (server restart, pg_terminate_backend) is dropped by the pool;
     // without a listener the error would crash the process.
     pool.on('error', (err) => {

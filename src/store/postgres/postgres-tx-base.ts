@@ -305,6 +305,10 @@ export class PostgresTxBase {
     }
   }
 
+  /**
+   * Updates the row `key` names with the fields of `patch` that are not undefined; returns the columns
+   * it set, encoded as sent (none: it only checked that the row exists).
+   */
   protected async patch(
     table: string,
     columns: Columns<never>,
@@ -315,10 +319,11 @@ export class PostgresTxBase {
     exists: Statement,
     missing: () => StoreError,
     guard?: { readonly savepoint: boolean; readonly constraint: () => StoreError },
-  ): Promise<void> {
+  ): Promise<Record<string, SqlValue>> {
     this.checkWritable();
     const names: string[] = [];
     const values: SqlValue[] = [];
+    const written: Record<string, SqlValue> = {};
     const all = columns as Readonly<Record<string, readonly [string, (v: unknown) => SqlValue]>>;
     for (const [field, value] of Object.entries(patch)) {
       if (value === undefined) continue;
@@ -326,12 +331,14 @@ export class PostgresTxBase {
       if (!column || identity.includes(field)) {
         throw new StoreError('INVALID_PATCH', `${table}: field '${field}' cannot be changed by a patch`);
       }
+      const encoded = column[1](value);
       names.push(column[0]);
-      values.push(column[1](value));
+      values.push(encoded);
+      written[column[0]] = encoded;
     }
     if (names.length === 0) {
       if ((await this.exec(exists, keyValues)).rows.length === 0) throw missing();
-      return;
+      return written;
     }
     const stmt = this.sql.patches.get(table, names, key);
     const params = [...values, ...keyValues];
@@ -350,9 +357,10 @@ export class PostgresTxBase {
       await this.exec({ name: '', text: `RELEASE SAVEPOINT ${SAVEPOINT}` }, []);
     } else {
       result = await this.write(`${table}:${keyValues.join(':')}`, stmt, params, 'some');
-      if (!result) return; // deferred: the batch checks the row count
+      if (!result) return written; // deferred: the batch checks the row count
     }
     if (result.rowCount === 0) throw missing();
+    return written;
   }
 }
 

@@ -12,16 +12,7 @@ import type {
   StoreTx,
   TimerRecord,
 } from '../store.js';
-import {
-  activityRowOf,
-  checkOf,
-  type KnownRun,
-  patchedActivityRow,
-  patchedRunRow,
-  pickRow,
-  recordsOf,
-  runRowOf,
-} from './postgres-row-memory.js';
+import { checkOf, recordsOf, TransactionRows, type Versioned } from './postgres-row-memory.js';
 import {
   ACTIVITY_COLUMNS,
   ACTIVITY_PREFIX,
@@ -29,11 +20,13 @@ import {
   type BufferRow,
   type EventRow,
   encodeAll,
+  pickRow,
   QUERY_COLUMNS,
   type QueryRow,
   type RequestRow,
   RUN_COLUMNS,
   type RunRow,
+  rowOf,
   rowToActivity,
   rowToBuffered,
   rowToQuery,
@@ -74,10 +67,8 @@ interface Due {
 export class PostgresTx extends PostgresTxBase implements StoreTx {
   /** Due rows this transaction's claims passed over because another transaction held them. */
   #lockedDue = 0;
-  /** With memory: the runs whose rows this transaction knows completely, as its writes left them. */
-  readonly #known = new Map<string, KnownRun>();
-  /** With memory: runs whose rows this transaction changed without knowing them (forgotten at the end). */
-  readonly #dirty = new Set<string>();
+  /** What this transaction knows and changes of runs' rows, where the store remembers rows. */
+  readonly #rows = this.memory && new TransactionRows(this.memory);
   /** How many reads were answered from remembered rows (each checked by the next batch). */
   remembered = 0;
 
@@ -138,50 +129,41 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
   }
 
   async getRunWithActivities(runId: string): Promise<RunWithActivities> {
-    const known =
-      this.memory &&
-      this.recall &&
-      !this.#known.has(runId) &&
-      !this.#dirty.has(runId) &&
-      this.memory.take(runId);
-    if (known) {
+    const remembered = this.recall ? this.#rows?.take(runId) : undefined;
+    if (remembered) {
       // No round trip: the check goes out with the next batch, first in it, and locks what the read would.
-      await this.deferWrite(checkOf(this.sql.checkRemembered, runId, known), true);
-      this.#known.set(runId, known);
+      await this.deferWrite(checkOf(this.sql.checkRemembered, runId, remembered), true);
       this.remembered++;
-      return recordsOf(known);
+      return recordsOf(remembered);
     }
     const stmt = this.locking(this.st.getRunWithActivities, this.st.getRunWithActivitiesForUpdate);
     type Row = RunRow & { fresh: boolean; locked_xmin?: string } & Record<string, unknown>;
     const rows = await this.all<Row>(stmt, [runId]);
     if (rows.length === 0) return { run: undefined, activities: [] };
     const first = rows[0]!;
-    const run = rowToRun(first);
-    // The statement waited for a run another transaction changed: read the activities again, in a
-    // statement of their own that sees that commit (the run is locked now, so they hold still).
-    const activityRows = first.fresh
+    // Each activity's row with the xmin of the version read. When the statement waited for a run another
+    // transaction changed, the activities are read again, in a statement of their own that sees that
+    // commit (the run is locked now, so they hold still).
+    const activities: Versioned<ActivityRow>[] = first.fresh
       ? rows
           .filter((r) => r[`${ACTIVITY_PREFIX}scheduled_event_id`] !== null)
           .map((r) => ({
-            ...pickRow<ActivityRow>(ACTIVITY_COLUMNS, r, ACTIVITY_PREFIX),
-            lh_xmin: r.a_lh_xmin,
+            row: pickRow(ACTIVITY_COLUMNS, r, ACTIVITY_PREFIX),
+            xmin: (r[`${ACTIVITY_PREFIX}lh_xmin`] as string | undefined) ?? null,
           }))
-      : await this.all<ActivityRow & { lh_xmin?: string }>(
-          this.locking(this.st.listActivities, this.st.listActivitiesForUpdate),
-          [runId],
-        );
-    if (this.memory && first.locked_xmin !== undefined) {
-      const activities = new Map<number, { row: ActivityRow; xmin: string | null }>();
-      for (const r of activityRows) {
-        activities.set(r.scheduled_event_id, { row: pickRow(ACTIVITY_COLUMNS, r), xmin: String(r.lh_xmin) });
-      }
-      this.#known.set(runId, {
+      : (
+          await this.all<ActivityRow & { lh_xmin?: string }>(
+            this.locking(this.st.listActivities, this.st.listActivitiesForUpdate),
+            [runId],
+          )
+        ).map((r) => ({ row: pickRow(ACTIVITY_COLUMNS, r), xmin: r.lh_xmin ?? null }));
+    if (first.locked_xmin !== undefined) {
+      this.#rows?.learn(runId, {
         run: { row: pickRow(RUN_COLUMNS, first), xmin: String(first.locked_xmin) },
-        activities,
+        activities: new Map(activities.map((a) => [a.row.scheduled_event_id, a])),
       });
-      this.#dirty.delete(runId);
     }
-    return { run, activities: activityRows.map(rowToActivity) };
+    return { run: rowToRun(first), activities: activities.map((a) => rowToActivity(a.row)) };
   }
 
   async listTimers(runId: string): Promise<TimerRecord[]> {
@@ -218,13 +200,14 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
 
   async insertRun(run: RunRecord): Promise<void> {
     this.checkWritable();
-    const values = encodeAll(RUN_COLUMNS, run);
+    const row = rowOf<RunRecord, RunRow>(RUN_COLUMNS, run);
+    const values = Object.values(row);
     // First in its batch: a run closed by an earlier write of this transaction must leave `runs_one_open`
     // before the insert looks at it (sub-statements of one statement do not see each other's effects).
     const result = await this.write(`runs:${run.runId}`, this.st.insertRun, values, 1, true);
     if (!result || result.rowCount === 1) {
       // A new run has no activities yet.
-      this.#learn(run.runId, { run: { row: runRowOf(run), xmin: null }, activities: new Map() });
+      this.#rows?.learn(run.runId, { run: { row, xmin: null }, activities: new Map() });
       return;
     }
     // Nothing inserted: the run id exists, or (the partial unique index) its workflow id has a running run.
@@ -238,15 +221,25 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
 
   async updateRun(runId: string, patch: RunPatch): Promise<void> {
     const missing = () => notFound('RUN_NOT_FOUND', `run ${runId}`);
-    await this.patch('runs', RUN_COLUMNS, RUN_IDENTITY, RUN_KEY, [runId], patch, this.st.runExists, missing, {
-      // Only a change to 'running' can hit `runs_one_open`; a savepoint keeps the transaction usable.
-      savepoint: patch.status === 'running',
-      constraint: () =>
-        duplicateOpenRun(`run ${runId} cannot become running: its workflow id has a running run`),
-    });
-    if (!changes(patch)) return;
-    this.#change(runId, (k) => {
-      k.run = { row: patchedRunRow(k.run.row, patch), xmin: null };
+    const written = await this.patch(
+      'runs',
+      RUN_COLUMNS,
+      RUN_IDENTITY,
+      RUN_KEY,
+      [runId],
+      patch,
+      this.st.runExists,
+      missing,
+      {
+        // Only a change to 'running' can hit `runs_one_open`; a savepoint keeps the transaction usable.
+        savepoint: patch.status === 'running',
+        constraint: () =>
+          duplicateOpenRun(`run ${runId} cannot become running: its workflow id has a running run`),
+      },
+    );
+    if (Object.keys(written).length === 0) return;
+    this.#rows?.change(runId, (k) => {
+      k.run = { row: { ...k.run.row, ...written }, xmin: null };
       return true;
     });
   }
@@ -305,7 +298,8 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
 
   async insertActivity(activity: ActivityRecord): Promise<void> {
     this.checkWritable();
-    const values = encodeAll(ACTIVITY_COLUMNS, activity);
+    const row = rowOf<ActivityRecord, ActivityRow>(ACTIVITY_COLUMNS, activity);
+    const values = Object.values(row);
     const key = `activities:${activity.runId}:${activity.scheduledEventId}`;
     const result = await this.write(key, this.st.insertActivity, values, 1);
     if (result && result.rowCount !== 1) {
@@ -314,8 +308,8 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
         `activity ${activity.scheduledEventId} of run ${activity.runId} already exists`,
       );
     }
-    this.#change(activity.runId, (k) => {
-      k.activities.set(activity.scheduledEventId, { row: activityRowOf(activity), xmin: null });
+    this.#rows?.change(activity.runId, (k) => {
+      k.activities.set(activity.scheduledEventId, { row, xmin: null });
       return true;
     });
   }
@@ -323,7 +317,7 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
   async updateActivity(runId: string, scheduledEventId: number, patch: ActivityPatch): Promise<void> {
     const missing = () => notFound('ACTIVITY_NOT_FOUND', `activity ${scheduledEventId} of run ${runId}`);
     const key = [runId, scheduledEventId];
-    await this.patch(
+    const written = await this.patch(
       'activities',
       ACTIVITY_COLUMNS,
       ACTIVITY_IDENTITY,
@@ -333,11 +327,10 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
       this.st.activityExists,
       missing,
     );
-    if (!changes(patch)) return;
-    this.#change(runId, (k) => {
+    if (Object.keys(written).length === 0) return;
+    this.#rows?.change(runId, (k) => {
       const known = k.activities.get(scheduledEventId);
-      if (known)
-        k.activities.set(scheduledEventId, { row: patchedActivityRow(known.row, patch), xmin: null });
+      if (known) k.activities.set(scheduledEventId, { row: { ...known.row, ...written }, xmin: null });
       return known !== undefined;
     });
   }
@@ -346,7 +339,7 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
     this.checkWritable();
     const key = `activities:${runId}:${scheduledEventId}`;
     await this.write(key, this.st.deleteActivity, [runId, scheduledEventId]);
-    this.#change(runId, (k) => k.activities.delete(scheduledEventId) || true);
+    this.#rows?.change(runId, (k) => k.activities.delete(scheduledEventId) || true);
   }
 
   async insertTimer(t: TimerRecord): Promise<void> {
@@ -367,43 +360,19 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
   async deleteRunState(runId: string): Promise<void> {
     this.checkWritable();
     await this.exec(this.st.deleteRunState, [runId]);
-    this.#change(runId, (k) => {
+    this.#rows?.change(runId, (k) => {
       k.activities.clear();
       return true;
     });
   }
 
-  /** With memory: `runId`'s rows are now `known` (read, or written whole, by this transaction). */
-  #learn(runId: string, known: KnownRun): void {
-    if (!this.memory) return;
-    this.#known.set(runId, known);
-    this.#dirty.delete(runId);
-  }
-
-  /**
-   * With memory: a write changed rows of `runId`. `apply` updates what this transaction knows of them
-   * and returns false when it cannot; then, as when nothing is known, the run is forgotten at the end.
-   */
-  #change(runId: string, apply: (known: KnownRun) => boolean): void {
-    if (!this.memory) return;
-    const known = this.#known.get(runId);
-    if (known && apply(known)) return;
-    this.#known.delete(runId);
-    this.#dirty.add(runId);
-  }
-
   /**
    * Called by the store once the attempt is over: a committed transaction teaches the store's memory
-   * what it left (rows it wrote carry its id); otherwise every run it knew or changed is forgotten.
+   * what it left (rows it wrote carry its id), unless it wrote in a savepoint (those rows carry the
+   * savepoint's own id); otherwise every run it knew or changed is forgotten.
    */
   settleMemory(committed: boolean): void {
-    const memory = this.memory;
-    if (!memory) return;
-    for (const runId of this.#dirty) memory.forget(runId);
-    for (const [runId, known] of this.#known) {
-      if (committed && !this.usedSavepoint) memory.remember(runId, known, this.xid);
-      else memory.forget(runId);
-    }
+    this.#rows?.settle(committed && !this.usedSavepoint, this.xid);
   }
 
   async putRequest(r: RequestRecord): Promise<void> {
@@ -503,11 +472,6 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
     const stmt = this.st.dueActivities;
     return (await this.all<ActivityRow>(stmt, [now, limit])).map(rowToActivity);
   }
-}
-
-/** Whether a patch sets any field (one that sets none writes nothing and leaves the row's xmin). */
-function changes(patch: object): boolean {
-  return Object.values(patch).some((v) => v !== undefined);
 }
 
 function duplicateOpenRun(message: string): StoreError {
