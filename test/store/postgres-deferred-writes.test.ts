@@ -1,10 +1,3 @@
-/**
- * Deferred writes of the PostgreSQL store (src/store/postgres/postgres-batch.ts): writes whose result the
- * caller does not read go to the server together, as one statement, before the next statement that must
- * run at once or before COMMIT; a batch that does not succeed exactly as the writes one by one would have
- * is rolled back and the callback re-run with immediate writes, so errors still surface at their call.
- */
-import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { StoreError } from '../../src/common/errors.js';
 import { activity, marker, run, timer } from '../../src/store/conformance/records.js';
@@ -20,7 +13,15 @@ import {
   renumber,
 } from '../../src/store/postgres/postgres-batch.js';
 import type { PostgresStore } from '../../src/store/postgres/postgres-store.js';
-import { adminQuery, dropSchema, storeUrl, testSchema } from './fixtures/postgres.js';
+import {
+  adminQuery,
+  countQueries,
+  dropSchema,
+  emptyTables,
+  type QueryCounter,
+  storeUrl,
+  testSchema,
+} from './fixtures/postgres.js';
 
 describe('batch statements', () => {
   it('renumbers placeholders, leaving quoted identifiers and literals alone', () => {
@@ -66,42 +67,19 @@ describe('batch statements', () => {
 describe('deferred writes on PostgreSQL', () => {
   let schema: string;
   let store: PostgresStore;
-  /** Statements sent by the store's connections while `count` is on, by their first words. */
-  let sent: string[] | undefined;
-  /** Of those, the ones sent while no earlier one of their connection was unanswered (a round trip each). */
-  let waits = 0;
-  const unanswered = new WeakMap<object, number>();
-  const proto = pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown };
-  const query = proto.query;
+  let queries: QueryCounter;
 
   beforeAll(async () => {
     schema = testSchema();
     store = (await openStore(storeUrl(schema), { mode: 'node' })) as PostgresStore;
-    proto.query = function (this: object, ...args: unknown[]) {
-      const first = args[0] as string | { text: string };
-      sent?.push((typeof first === 'string' ? first : first.text).split(' ').slice(0, 2).join(' '));
-      const pending = unanswered.get(this) ?? 0;
-      if (pending === 0) waits++;
-      unanswered.set(this, pending + 1);
-      const answered = () => unanswered.set(this, (unanswered.get(this) ?? 1) - 1);
-      const result = query.apply(this, args) as Promise<unknown>;
-      result.then(answered, answered);
-      return result;
-    };
+    queries = countQueries();
   });
   afterAll(async () => {
-    proto.query = query;
+    queries.restore();
     await store.close();
     await dropSchema(schema);
   });
-  afterEach(async () => {
-    sent = undefined;
-    await adminQuery(
-      `TRUNCATE ${['runs', 'events', 'buffer', 'activities', 'timers', 'requests', 'queries']
-        .map((t) => `"${schema}".${t}`)
-        .join(', ')}`,
-    );
-  });
+  afterEach(() => emptyTables(schema));
 
   /**
    * A run with activity 5, written by another store, so `store` reads it (it would answer from its
@@ -119,18 +97,7 @@ describe('deferred writes on PostgreSQL', () => {
     }
   }
 
-  async function counted<T>(
-    fn: () => Promise<T>,
-  ): Promise<{ value: T; statements: string[]; roundTrips: number }> {
-    sent = [];
-    const before = waits;
-    try {
-      const value = await fn();
-      return { value, statements: sent, roundTrips: waits - before };
-    } finally {
-      sent = undefined;
-    }
-  }
+  const counted = <T>(fn: () => Promise<T>) => queries.counted(fn);
 
   it("a step's writes (delete, append, update, insert) go in one statement between its read and COMMIT", async () => {
     await seedFromAnotherStore();

@@ -4,63 +4,43 @@
  * that joins its batch of writes proves them current (their xmins). A run changed by anyone else fails
  * the check, and the callback runs again reading every row: results are always those of a real read.
  */
-import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { activity, FAILURE, run } from '../../src/store/conformance/records.js';
 import { openStore } from '../../src/store/open-store.js';
 import { RowMemory } from '../../src/store/postgres/postgres-row-memory.js';
 import type { PostgresStore } from '../../src/store/postgres/postgres-store.js';
 import type { RunWithActivities, StoreTx } from '../../src/store/store.js';
-import { adminQuery, dropSchema, storeUrl, testSchema } from './fixtures/postgres.js';
+import {
+  adminQuery,
+  countQueries,
+  dropSchema,
+  emptyTables,
+  type QueryCounter,
+  storeUrl,
+  testSchema,
+} from './fixtures/postgres.js';
 
 describe('remembered rows on PostgreSQL', () => {
   let schema: string;
   let store: PostgresStore;
   let other: PostgresStore;
-  /** Round trips of this process's `pg` clients while `counting` (a statement sent with none unanswered). */
-  let counting = false;
-  let waits = 0;
-  const unanswered = new WeakMap<object, number>();
-  const proto = pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown };
-  const query = proto.query;
+  let queries: QueryCounter;
 
   beforeAll(async () => {
     schema = testSchema();
     store = (await openStore(storeUrl(schema), { mode: 'node' })) as PostgresStore;
     other = (await openStore(storeUrl(schema), { mode: 'node' })) as PostgresStore;
-    proto.query = function (this: object, ...args: unknown[]) {
-      const pending = unanswered.get(this) ?? 0;
-      if (counting && pending === 0) waits++;
-      unanswered.set(this, pending + 1);
-      const answered = () => unanswered.set(this, (unanswered.get(this) ?? 1) - 1);
-      const result = query.apply(this, args) as Promise<unknown>;
-      result.then(answered, answered);
-      return result;
-    };
+    queries = countQueries();
   });
   afterAll(async () => {
-    proto.query = query;
+    queries.restore();
     await store.close();
     await other.close();
     await dropSchema(schema);
   });
-  afterEach(async () => {
-    await adminQuery(
-      `TRUNCATE ${['runs', 'events', 'buffer', 'activities', 'timers', 'requests', 'queries']
-        .map((t) => `"${schema}".${t}`)
-        .join(', ')}`,
-    );
-  });
+  afterEach(() => emptyTables(schema));
 
-  async function roundTrips<T>(fn: () => Promise<T>): Promise<{ value: T; roundTrips: number }> {
-    const before = waits;
-    counting = true;
-    try {
-      return { value: await fn(), roundTrips: waits - before };
-    } finally {
-      counting = false;
-    }
-  }
+  const roundTrips = <T>(fn: () => Promise<T>) => queries.counted(fn);
 
   /** What a plain read returns now (no memory, no lock). */
   const fresh = (runId = 'run-1'): Promise<RunWithActivities> =>

@@ -20,6 +20,7 @@ import {
   adminClient,
   adminQuery,
   dropSchema,
+  emptyTables,
   schemaExists,
   storeUrl,
   testSchema,
@@ -381,13 +382,7 @@ describe('transactions and locks', () => {
   afterAll(async () => {
     await dropSchema(schema);
   });
-  afterEach(async () => {
-    await adminQuery(
-      `TRUNCATE ${['runs', 'events', 'buffer', 'activities', 'timers', 'requests', 'queries']
-        .map((t) => `"${schema}".${t}`)
-        .join(', ')}`,
-    );
-  });
+  afterEach(() => emptyTables(schema));
 
   /** A store on the shared schema whose connections carry `app` as application_name. */
   async function storeFor(app: string, extra: Record<string, string> = {}): Promise<PostgresStore> {
