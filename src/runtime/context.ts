@@ -79,6 +79,11 @@ export async function appendEvents(
   return linked.map((e, i) => ({ ...e, eventId: firstEventId + i }) as HistoryEvent);
 }
 
+/** Appended events as a store returns them: attributes are kept as JSON, so they go through JSON. */
+export function asStored(events: readonly HistoryEvent[]): HistoryEvent[] {
+  return events.map((e) => ({ ...e, attributes: JSON.parse(JSON.stringify(e.attributes)) }) as HistoryEvent);
+}
+
 /**
  * Delivers events from outside the workflow task to a running run: buffered while a task is in flight,
  * else appended with a new workflow task scheduled if none is. Returns the run as updated.

@@ -10,6 +10,7 @@ import { planClaim, planDelivery } from '../engine/workflow-task.js';
 import type { RunRecord, RunStatus, StoreReader, StoreTx } from '../store/store.js';
 import {
   appendEvents,
+  asStored,
   deliver,
   inTransaction,
   type PendingWakes,
@@ -184,7 +185,9 @@ async function startInTransaction(
       wakes.add({ kind: 'workflowTask', namespace: run.namespace, taskQueue: run.taskQueue });
     }
     await tx.insertRun({ ...final, nextEventId: 1 + events.length });
-    await appendEvents(tx, runId, 1, events);
+    const history = await appendEvents(tx, runId, 1, events);
+    // The worker that claimed the task gets the whole history in hand, exactly as a read would return it.
+    if (task) task = { ...task, history: asStored(history) };
     for (const [kind, ms] of [
       ['workflowExecutionTimeout', req.workflowExecutionTimeoutMs],
       ['workflowRunTimeout', req.workflowRunTimeoutMs],

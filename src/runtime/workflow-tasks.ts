@@ -34,6 +34,12 @@ export interface WorkflowTask {
   readonly historyLength: number;
   readonly memo: Record<string, unknown> | null;
   readonly searchAttributes: Record<string, unknown> | null;
+  /**
+   * The run's whole history as the claiming transaction wrote it, when that transaction wrote all of it
+   * (eager start): the worker feeds these events instead of reading them back. Attributes went through
+   * JSON, as a store returns them.
+   */
+  readonly history?: readonly HistoryEvent[];
 }
 
 /**

@@ -139,7 +139,10 @@ export class WorkflowTaskRunner {
     const reserved = { slots: 0 };
     try {
       cached ??= this.#newRun(task);
-      const events = await readEvents(this.ctx, task.runId, cached.lastEventId + 1);
+      const seen = cached.lastEventId;
+      const events = task.history
+        ? task.history.filter((e) => e.eventId > seen)
+        : await readEvents(this.ctx, task.runId, seen + 1);
       // A burst of tasks (a sweep firing many timers) must not hold the event loop from the next sweep.
       await takeTurn();
       const result = cached.state.runTask(events, { time: task.startedTime });

@@ -159,19 +159,28 @@ describe('hot path: activity result, next task and its commands in one transacti
       run: (task) => {
         reserved--;
         ran.push(`${task.runId}:${task.token}`);
+        handed.push(task.history);
       },
     });
+    const handed: unknown[] = [];
     try {
       const tx0 = runtime.ctx.stats.transactions;
-      const { runId } = await startWorkflow(runtime.ctx, startRequest({ workflowId: 'eager-1' }));
+      // Input that JSON changes: the task must carry it as stored, not as given.
+      const args = [{ b: 1, a: undefined, z: -0, when: new Date(0), list: [undefined] }];
+      const { runId } = await startWorkflow(runtime.ctx, startRequest({ workflowId: 'eager-1', args }));
       expect(runtime.ctx.stats.transactions - tx0).toBe(1);
       expect(ran).toEqual([`${runId}:1`]);
       expect(reserved).toBe(0);
-      expect((await readEvents(runtime.ctx, runId, 1)).map((e) => e.type)).toEqual([
+      const stored = await readEvents(runtime.ctx, runId, 1);
+      expect(stored.map((e) => e.type)).toEqual([
         'WorkflowStarted',
         'WorkflowTaskScheduled',
         'WorkflowTaskStarted',
       ]);
+      // The worker gets the history in hand (no read), exactly as a read returns it.
+      expect(handed).toEqual([stored]);
+      const input = (handed[0] as typeof stored)[0]!.attributes as { input: unknown[] };
+      expect(input.input).toStrictEqual([{ b: 1, z: 0, when: '1970-01-01T00:00:00.000Z', list: [null] }]);
       // A start that creates nothing gives the reservation back.
       await expect(startWorkflow(runtime.ctx, startRequest({ workflowId: 'eager-1' }))).rejects.toThrow();
       expect(reserved).toBe(0);
