@@ -64,6 +64,42 @@ describe('batch statements', () => {
   });
 });
 
+describe('which writes share a batch', () => {
+  const write = (key: string, more: Partial<DeferredWrite> = {}): DeferredWrite => ({
+    key,
+    shape: key.split(':')[0]!,
+    sql: (alias) => `${alias} AS (SELECT 1)`,
+    values: [],
+    expect: 'any',
+    ...more,
+  });
+  const state = write('state:r1', {
+    covers: ['activities:r1', 'timers:r1', 'buffer:r1', 'queries'],
+    deletes: true,
+  });
+
+  it('a write touching more than its key shares no batch with a write of those rows, unless both delete', () => {
+    const batch = new DeferredWrites();
+    batch.add(write('activities:r1:5', { deletes: true }));
+    batch.add(write('runs:r1'));
+    batch.add(write('activities:r10:5')); // another run whose id starts alike
+    expect(batch.touches(state)).toBe(false); // deletes and deletes: deleted once, as in turn
+    batch.add(state);
+    for (const key of ['activities:r1:6', 'timers:r1:t', 'buffer:r1', 'queries:q7']) {
+      expect(batch.touches(write(key))).toBe(true); // an insert or update after the delete must see it
+      expect(batch.touches(write(key, { deletes: true }))).toBe(false);
+    }
+    expect(batch.touches(write('activities:r2:6'))).toBe(false);
+    expect(batch.touches(write('runs:r2'))).toBe(false);
+
+    const inserted = new DeferredWrites();
+    inserted.add(write('timers:r1:t'));
+    expect(inserted.touches(state)).toBe(true); // the delete must see the timer inserted before it
+    inserted.take();
+    expect(inserted.touches(state)).toBe(false);
+  });
+});
+
 describe('deferred writes on PostgreSQL', () => {
   let schema: string;
   let store: PostgresStore;
@@ -281,6 +317,44 @@ describe('deferred writes on PostgreSQL', () => {
     });
     const open = await store.read((tx) => tx.findOpenRun('default', 'wf-1'));
     expect(open?.runId).toBe('run-2');
+    expect(store.stats().replays).toBe(before);
+  });
+
+  it("deleting a closed run's pending state joins the step's batch, and keeps its order with every other write", async () => {
+    await seedFromAnotherStore();
+    await store.transaction(async (tx) => {
+      await tx.insertTimer(timer());
+      await tx.addBuffered('run-1', marker(1));
+    });
+    const before = store.stats().replays;
+    const close = await counted(() =>
+      store.transaction(async (tx) => {
+        await tx.getRunWithActivities('run-1');
+        await tx.deleteActivity('run-1', 5);
+        await tx.deleteBuffered('run-1', 1);
+        await tx.updateRun('run-1', { status: 'completed', closeTime: 9 });
+        await tx.deleteRunState('run-1');
+      }),
+    );
+    // BEGIN with the read, then the writes (the delete of the run's state among them) with COMMIT.
+    expect(close.statements).toEqual([expect.stringMatching(/^BEGIN/), 'WITH r', 'WITH w0', 'COMMIT']);
+    expect(store.stats().replays).toBe(before);
+    const pending = () =>
+      store.read(async (tx) => ({
+        activities: (await tx.listActivities('run-1')).map((a) => a.scheduledEventId),
+        timers: (await tx.listTimers('run-1')).map((t) => t.timerKey),
+        buffered: (await tx.listBuffered('run-1')).length,
+      }));
+    expect(await pending()).toEqual({ activities: [], timers: [], buffered: 0 });
+    // Rows written before the delete in the same transaction are deleted; rows written after it stay.
+    await store.transaction(async (tx) => {
+      await tx.insertActivity(activity({ scheduledEventId: 7 }));
+      await tx.insertTimer(timer({ timerKey: 't2' }));
+      await tx.addBuffered('run-1', marker(2));
+      await tx.deleteRunState('run-1');
+      await tx.insertTimer(timer({ timerKey: 't3' }));
+    });
+    expect(await pending()).toEqual({ activities: [], timers: ['t3'], buffered: 0 });
     expect(store.stats().replays).toBe(before);
   });
 

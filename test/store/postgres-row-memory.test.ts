@@ -5,7 +5,7 @@
  * the check, and the callback runs again reading every row: results are always those of a real read.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { activity, FAILURE, run } from '../../src/store/conformance/records.js';
+import { activity, FAILURE, run, signal } from '../../src/store/conformance/records.js';
 import { openStore } from '../../src/store/open-store.js';
 import { RowMemory } from '../../src/store/postgres/postgres-row-memory.js';
 import type { PostgresStore } from '../../src/store/postgres/postgres-store.js';
@@ -163,6 +163,65 @@ describe('remembered rows on PostgreSQL', () => {
     expect((await fresh()).run?.status).toBe('running');
   });
 
+  it("a remembered run's empty buffer needs no read: a workflow task on it is one round trip", async () => {
+    await seed(); // a new run: nothing buffered
+    const expected = await store.read((tx) => tx.listBuffered('run-1'));
+    const { value, roundTrips: trips } = await roundTrips(() =>
+      store.transaction(async (tx) => {
+        await tx.getRunWithActivities('run-1');
+        const buffered = await tx.listBuffered('run-1');
+        await tx.updateRun('run-1', { wftToken: 2 });
+        return buffered;
+      }),
+    );
+    expect(expected).toEqual([]);
+    expect(value).toEqual(expected);
+    expect(trips).toBe(1);
+  });
+
+  it('an event buffered by another store fails the check; the re-run reads it, and consuming it is remembered', async () => {
+    await seed();
+    // A signal arriving at another node while a task is in flight: buffered there.
+    await other.transaction(async (tx) => {
+      await tx.getRun('run-1');
+      await tx.addBuffered('run-1', signal('go'));
+    });
+    const before = store.stats();
+    const seen: string[][] = [];
+    const task = (tx: StoreTx) => async () => {
+      await tx.getRunWithActivities('run-1');
+      const buffered = await tx.listBuffered('run-1');
+      seen.push(buffered.map((b) => b.event.type));
+      if (buffered.length > 0) await tx.deleteBuffered('run-1', buffered[buffered.length - 1]!.seq);
+      await tx.updateRun('run-1', { wftToken: 3 });
+    };
+    await store.transaction((tx) => task(tx)());
+    expect(seen).toEqual([[], ['SignalReceived']]); // remembered (empty), then read for real
+    expect(store.stats().stale).toBe(before.stale + 1);
+    expect(await store.read((tx) => tx.listBuffered('run-1'))).toEqual([]);
+    // The transaction that read and consumed the buffer taught the memory that it is empty again.
+    const next = await roundTrips(() => store.transaction((tx) => task(tx)()));
+    expect(next.roundTrips).toBe(1);
+    expect(seen[2]).toEqual([]);
+    expect(store.stats().stale).toBe(before.stale + 1);
+  });
+
+  it('an event this store buffers makes its own memory of the buffer unknown until read', async () => {
+    await seed();
+    await store.transaction(async (tx) => {
+      await tx.getRunWithActivities('run-1');
+      await tx.addBuffered('run-1', signal('one'));
+    });
+    const { value, roundTrips: trips } = await roundTrips(() =>
+      store.transaction(async (tx) => {
+        await tx.getRunWithActivities('run-1');
+        return (await tx.listBuffered('run-1')).map((b) => b.event.attributes);
+      }),
+    );
+    expect(value).toEqual([{ signalName: 'one', input: ['one', { x: [1] }] }]);
+    expect(trips).toBe(3); // BEGIN with the check, the buffer, COMMIT
+  });
+
   it('a write to a run this transaction does not know (no read) makes the store forget the run', async () => {
     await seed();
     await store.transaction((tx) => tx.updateActivity('run-1', 5, { attempt: 2 }));
@@ -178,6 +237,7 @@ describe('RowMemory', () => {
   const entry = (status = 'running') => ({
     run: { row: { status } as never, xmin: null },
     activities: new Map([[5, { row: {} as never, xmin: '77' }]]),
+    bufferEmpty: true,
   });
 
   it('forgets the least recently remembered run past its capacity', () => {
@@ -196,6 +256,7 @@ describe('RowMemory', () => {
     const big = (chars: number) => ({
       run: { row: { status: 'running', memo: 'x'.repeat(chars) } as never, xmin: '1' },
       activities: new Map(),
+      bufferEmpty: false,
     });
     const memory = new RowMemory(100, 16_000); // runs of at most 1,000 bytes
     memory.remember('huge', big(600), '2'); // 1,214 bytes ('running' is 14)

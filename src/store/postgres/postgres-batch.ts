@@ -17,7 +17,9 @@ import type { Statement } from './postgres-rows.js';
  *
  * Sub-statements of one statement all see the snapshot taken at its start and not each other's
  * effects, and one row must not be changed twice in one statement. So two writes that share a key (the
- * row or rows they touch) never go in one batch: the second flushes the first.
+ * row or rows they touch) never go in one batch: the second flushes the first. A write may touch more
+ * rows than its key names (`covers`: a run's whole pending state); it then shares no batch with a
+ * write of any of those rows, unless both only delete.
  */
 
 /** The row counts an immediate write would accept from its last CTE entry: any, at least one, exactly n. */
@@ -39,6 +41,19 @@ export interface DeferredWrite {
   readonly values: readonly unknown[];
   /** The row counts of the last CTE entry the immediate call would have accepted. */
   readonly expect: ExpectedRows;
+  /**
+   * Rows touched beyond `key`: keys `k` such that `k` is one of these or starts with one of them and a
+   * colon (a run's whole pending state: `activities:RUN`, `timers:RUN`, ...).
+   */
+  readonly covers?: readonly string[];
+  /** The write only deletes rows: two deletes of one row in one statement leave it deleted, as in turn. */
+  readonly deletes?: boolean;
+}
+
+/** Whether `write` (one with `covers`) touches the rows named by `key` of a write that `deletes` or not. */
+function covers(write: DeferredWrite, key: string, deletes: boolean): boolean {
+  if (write.deletes && deletes) return false;
+  return write.covers!.some((c) => key === c || (key.startsWith(c) && key[c.length] === ':'));
 }
 
 /** A data-modifying statement (no RETURNING) as the one CTE entry of a deferred write. */
@@ -66,6 +81,8 @@ function parametersOf(write: DeferredWrite): number {
 export class DeferredWrites {
   private writes: DeferredWrite[] = [];
   private readonly keys = new Set<string>();
+  /** The writes of the batch that touch more than their key (`covers`). */
+  private scoped: DeferredWrite[] = [];
   private parameters = 0;
 
   get size(): number {
@@ -79,14 +96,18 @@ export class DeferredWrites {
     );
   }
 
-  /** Whether a write of the batch touches the rows named by `key` (then another may not join it). */
-  touches(key: string): boolean {
-    return this.keys.has(key);
+  /** Whether a write of the batch touches rows `write` touches (then `write` may not join it). */
+  touches(write: DeferredWrite): boolean {
+    if (this.keys.has(write.key)) return true;
+    const deletes = write.deletes === true;
+    if (this.scoped.some((w) => covers(w, write.key, deletes))) return true;
+    return write.covers !== undefined && this.writes.some((w) => covers(write, w.key, w.deletes === true));
   }
 
   add(write: DeferredWrite): void {
     this.writes.push(write);
     this.keys.add(write.key);
+    if (write.covers) this.scoped.push(write);
     this.parameters += parametersOf(write);
   }
 
@@ -95,6 +116,7 @@ export class DeferredWrites {
     const writes = this.writes;
     this.writes = [];
     this.keys.clear();
+    this.scoped = [];
     this.parameters = 0;
     return writes;
   }

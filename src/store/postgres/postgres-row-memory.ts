@@ -32,10 +32,15 @@ export interface Versioned<R> {
   readonly xmin: string | null;
 }
 
-/** What a transaction knows of one run: its row and every one of its activities' rows. */
+/**
+ * What a transaction knows of one run: its row, every one of its activities' rows, and whether its
+ * buffer is known to be empty (every write to the buffer also rewrites the run's row, so the run's xmin
+ * covers it).
+ */
 export interface KnownRun {
   run: Versioned<RunRow>;
   readonly activities: Map<number, Versioned<ActivityRow>>;
+  bufferEmpty: boolean;
 }
 
 /**
@@ -68,7 +73,7 @@ export class RowMemory {
   /** A copy of the entry for `runId`, for one transaction to build on. */
   take(runId: string): KnownRun | undefined {
     const known = this.runs.get(runId)?.known;
-    return known && { run: known.run, activities: new Map(known.activities) };
+    return known && { run: known.run, activities: new Map(known.activities), bufferEmpty: known.bufferEmpty };
   }
 
   forget(runId: string): void {
@@ -96,7 +101,8 @@ export class RowMemory {
       bytes += bytesOf(a.row);
     }
     if (bytes > this.budget / 16) return;
-    this.runs.set(runId, { known: { run: stamp(known.run), activities }, bytes });
+    const entry = { run: stamp(known.run), activities, bufferEmpty: known.bufferEmpty };
+    this.runs.set(runId, { known: entry, bytes });
     this.total += bytes;
     while (this.runs.size > this.capacity || this.total > this.budget) {
       const oldest = this.runs.keys().next().value;
@@ -168,6 +174,11 @@ export class TransactionRows {
     const known = this.memory.take(runId);
     if (known) this.#known.set(runId, known);
     return known;
+  }
+
+  /** What this transaction knows of `runId` (read locked, written whole, or remembered and checked). */
+  known(runId: string): KnownRun | undefined {
+    return this.#known.get(runId);
   }
 
   /** `runId`'s rows are now `known` (read, or written whole, by this transaction). */

@@ -92,7 +92,7 @@ export function buildStatements(schema: string) {
       `SELECT event_id, type, time, attributes FROM ${s}.events WHERE run_id = $1 AND event_id >= $2 ` +
       'ORDER BY event_id LIMIT $3',
 
-    insertBuffered: `INSERT INTO ${s}.buffer (run_id, type, time, attributes) VALUES ($1, $2, $3, $4)`,
+    insertBuffered: `WITH ${insertBufferedEntries(s, 'touch', 'ins')} SELECT count(*)::int AS n FROM ins`,
     listBuffered: `SELECT seq, type, time, attributes FROM ${s}.buffer WHERE run_id = $1 ORDER BY seq`,
     deleteBuffered: `DELETE FROM ${s}.buffer WHERE run_id = $1 AND seq <= $2`,
 
@@ -109,11 +109,7 @@ export function buildStatements(schema: string) {
     deleteTimer: `DELETE FROM ${timers} WHERE run_id = $1 AND timer_key = $2`,
 
     // One round trip: data-modifying CTEs all run, whatever the outer query reads.
-    deleteRunState:
-      `WITH a AS (DELETE FROM ${activities} WHERE run_id = $1), ` +
-      `t AS (DELETE FROM ${timers} WHERE run_id = $1), ` +
-      `b AS (DELETE FROM ${s}.buffer WHERE run_id = $1) ` +
-      `DELETE FROM ${queries} WHERE run_id = $1 AND phase <> 'answered'`,
+    deleteRunState: `WITH ${deleteRunStateEntries(s, 'state')} SELECT count(*)::int AS n FROM state`,
 
     putRequest:
       `INSERT INTO ${s}.requests (namespace, request_id, kind, run_id, created_at) VALUES ($1, $2, $3, $4, $5) ` +
@@ -229,10 +225,43 @@ function appendEventsEntries(schema: string, last: string, ins: string): string 
   );
 }
 
-/** An append as the CTE entries of a deferred write (see postgres-batch.ts): same parameters. */
-export function deferredAppendEvents(schema: string): (alias: string) => string {
+/**
+ * The CTE entries of a buffered event ($1 run id, $2..$4 type, time, attributes): `ins` inserts it, and
+ * `touch` rewrites the run's row unchanged. That gives the row a new version (a new xmin), so a run
+ * remembered with an empty buffer (postgres-row-memory.ts) fails its check once anything is buffered.
+ */
+function insertBufferedEntries(schema: string, touch: string, ins: string): string {
+  return (
+    `${touch} AS (UPDATE ${schema}.runs SET next_event_id = next_event_id WHERE run_id = $1), ` +
+    `${ins} AS (INSERT INTO ${schema}.buffer (run_id, type, time, attributes) VALUES ($1, $2, $3, $4) RETURNING 1)`
+  );
+}
+
+/** The CTE entries that delete a closed run's pending state ($1 run id); `last` deletes its queries. */
+function deleteRunStateEntries(schema: string, last: string): string {
+  return (
+    `${last}_a AS (DELETE FROM ${schema}.activities WHERE run_id = $1), ` +
+    `${last}_t AS (DELETE FROM ${schema}.timers WHERE run_id = $1), ` +
+    `${last}_b AS (DELETE FROM ${schema}.buffer WHERE run_id = $1), ` +
+    `${last} AS (DELETE FROM ${schema}.queries WHERE run_id = $1 AND phase <> 'answered' RETURNING 1)`
+  );
+}
+
+/** The deferred forms (see postgres-batch.ts) of the writes whose statements are not one CTE entry. */
+export interface DeferredForms {
+  /** appendEvents, same parameters. */
+  readonly append: (alias: string) => string;
+  readonly insertBuffered: (alias: string) => string;
+  readonly deleteRunState: (alias: string) => string;
+}
+
+export function deferredForms(schema: string): DeferredForms {
   const s = quoteIdent(schema);
-  return (alias) => appendEventsEntries(s, `${alias}_last`, alias);
+  return {
+    append: (alias) => appendEventsEntries(s, `${alias}_last`, alias),
+    insertBuffered: (alias) => insertBufferedEntries(s, `${alias}_touch`, alias),
+    deleteRunState: (alias) => deleteRunStateEntries(s, alias),
+  };
 }
 
 /** Distinct patch shapes prepared by name; beyond this they run unnamed (the runtime uses a few dozen). */

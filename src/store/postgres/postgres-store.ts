@@ -20,7 +20,7 @@ import {
 } from './postgres-pool.js';
 import { checkRememberedSql, RowMemory } from './postgres-row-memory.js';
 import { quoteIdent } from './postgres-rows.js';
-import { buildStatements, deferredAppendEvents, PatchStatements } from './postgres-statements.js';
+import { buildStatements, deferredForms, PatchStatements } from './postgres-statements.js';
 import { PostgresTx } from './postgres-tx.js';
 import type { PgResult, PostgresSql } from './postgres-tx-base.js';
 
@@ -144,7 +144,7 @@ export class PostgresStore implements Store {
       st: buildStatements(options.schema),
       patches: new PatchStatements(options.schema),
       batches: new BatchStatements(),
-      deferredAppend: deferredAppendEvents(options.schema),
+      deferred: deferredForms(options.schema),
       checkRemembered: checkRememberedSql(quoteIdent(options.schema)),
     };
     this.logger = options.logger ?? silentLogger;

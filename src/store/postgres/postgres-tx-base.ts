@@ -12,16 +12,28 @@ import {
 import { failure, messageOf } from './postgres-errors.js';
 import type { RowMemory } from './postgres-row-memory.js';
 import type { Columns, SqlValue, Statement } from './postgres-rows.js';
-import type { PatchStatements, PostgresStatements, WhereBuilder } from './postgres-statements.js';
+import type {
+  DeferredForms,
+  PatchStatements,
+  PostgresStatements,
+  WhereBuilder,
+} from './postgres-statements.js';
 
-/** The SQL of one store: fixed statements, patch and batch shapes, the deferred form of an append. */
+/** The SQL of one store: fixed statements, patch and batch shapes, deferred forms of some writes. */
 export interface PostgresSql {
   readonly st: PostgresStatements;
   readonly patches: PatchStatements;
   readonly batches: BatchStatements;
-  readonly deferredAppend: (alias: string) => string;
+  readonly deferred: DeferredForms;
   /** The check that makes a remembered read valid (postgres-row-memory.ts). */
   readonly checkRemembered: (alias: string) => string;
+}
+
+/** How a write touches rows beyond its key (see DeferredWrite), and its CTE entries where not `cteOf`. */
+export interface WriteForm {
+  readonly covers?: readonly string[];
+  readonly deletes?: boolean;
+  readonly sql?: (alias: string) => string;
 }
 
 export interface PostgresTxOptions {
@@ -224,7 +236,7 @@ export class PostgresTxBase {
     if (!this.deferred) return false;
     this.checkUsable();
     const d = this.deferred;
-    if (d.touches(write.key) || !d.fits(write) || (first && d.size > 0)) await this.flush();
+    if (d.touches(write) || !d.fits(write) || (first && d.size > 0)) await this.flush();
     d.add(write);
     return true;
   }
@@ -232,7 +244,8 @@ export class PostgresTxBase {
   /**
    * A write of one statement touching the rows named by `key`: held back where this handle defers
    * writes (resolves undefined; the batch checks the row count against `expect`), else sent now (resolves
-   * its result, for the caller to check). `first`: see `deferWrite`.
+   * its result, for the caller to check). `first`: see `deferWrite`. `form`: the rows it touches beyond
+   * `key`, whether it only deletes, and its CTE entries where the statement is not a single entry.
    */
   protected async write(
     key: string,
@@ -240,10 +253,17 @@ export class PostgresTxBase {
     values: readonly unknown[],
     expect: ExpectedRows = 'any',
     first = false,
+    form: WriteForm = {},
   ): Promise<PgResult | undefined> {
-    const write = { key, shape: stmt.name || stmt.text, sql: cteOf(stmt), values, expect };
+    const { sql = cteOf(stmt), covers, deletes } = form;
+    const write = { key, shape: stmt.name || stmt.text, sql, values, expect, covers, deletes };
     if (await this.deferWrite(write, first)) return undefined;
     return this.exec(stmt, values);
+  }
+
+  /** A write that only deletes the rows named by `key` (see `write`). */
+  protected remove(key: string, stmt: Statement, values: readonly unknown[]): Promise<PgResult | undefined> {
+    return this.write(key, stmt, values, 'any', false, { deletes: true });
   }
 
   /** Whether an earlier statement doomed this attempt (it will be rolled back, perhaps re-run). */

@@ -71,6 +71,8 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
   readonly #rows = this.memory && new TransactionRows(this.memory);
   /** How many reads were answered from remembered rows (each checked by the next batch). */
   remembered = 0;
+  /** The last buffered seq each `listBuffered` of a known run returned (0: none). */
+  readonly #bufferListed = new Map<string, number>();
 
   async getRun(runId: string): Promise<RunRecord | undefined> {
     const row = await this.one<RunRow>(this.locking(this.st.getRun, this.st.getRunForUpdate), [runId]);
@@ -114,7 +116,17 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
   }
 
   async listBuffered(runId: string): Promise<BufferedEvent[]> {
-    return (await this.all<BufferRow>(this.st.listBuffered, [runId])).map(rowToBuffered);
+    // A run this transaction knows (read locked, inserted, or remembered and checked by the next batch)
+    // with an empty buffer: every buffered event rewrites its run's row, so the check covers the buffer.
+    const known = this.#rows?.known(runId);
+    if (known?.bufferEmpty) return [];
+    const rows = await this.all<BufferRow>(this.st.listBuffered, [runId]);
+    if (known) {
+      // Read with the run locked: nothing else is buffered before this transaction ends.
+      known.bufferEmpty = rows.length === 0;
+      this.#bufferListed.set(runId, rows.length === 0 ? 0 : Number(rows[rows.length - 1]!.seq));
+    }
+    return rows.map(rowToBuffered);
   }
 
   async getActivity(runId: string, scheduledEventId: number): Promise<ActivityRecord | undefined> {
@@ -161,6 +173,7 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
       this.#rows?.learn(runId, {
         run: { row: pickRow(RUN_COLUMNS, first), xmin: String(first.locked_xmin) },
         activities: new Map(activities.map((a) => [a.row.scheduled_event_id, a])),
+        bufferEmpty: false, // not read
       });
     }
     return { run: rowToRun(first), activities: activities.map((a) => rowToActivity(a.row)) };
@@ -207,7 +220,7 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
     const result = await this.write(`runs:${run.runId}`, this.st.insertRun, values, 1, true);
     if (!result || result.rowCount === 1) {
       // A new run has no activities yet.
-      this.#rows?.learn(run.runId, { run: { row, xmin: null }, activities: new Map() });
+      this.#rows?.learn(run.runId, { run: { row, xmin: null }, activities: new Map(), bufferEmpty: true });
       return;
     }
     // Nothing inserted: the run id exists, or (the partial unique index) its workflow id has a running run.
@@ -268,7 +281,9 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
     const key = `events:${runId}`;
     const expect = events.length;
     // Its own CTE form (the statement is itself a WITH, which cannot nest as a data-modifying CTE).
-    if (await this.deferWrite({ key, shape: 'appendEvents', sql: this.sql.deferredAppend, values, expect })) {
+    if (
+      await this.deferWrite({ key, shape: 'appendEvents', sql: this.sql.deferred.append, values, expect })
+    ) {
       return;
     }
     const result = await this.exec(this.st.appendEvents, values);
@@ -288,12 +303,24 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
   async addBuffered(runId: string, event: NewEvent): Promise<void> {
     this.checkWritable();
     const values = [runId, event.type, event.time, JSON.stringify(event.attributes)];
-    await this.write(`buffer:${runId}`, this.st.insertBuffered, values);
+    // It also rewrites the run's row (see insertBufferedEntries).
+    const form = { covers: [`runs:${runId}`], sql: this.sql.deferred.insertBuffered };
+    await this.write(`buffer:${runId}`, this.st.insertBuffered, values, 'any', false, form);
+    this.#rows?.change(runId, (k) => {
+      k.run = { row: k.run.row, xmin: null };
+      k.bufferEmpty = false;
+      return true;
+    });
   }
 
   async deleteBuffered(runId: string, uptoSeq: number): Promise<void> {
     this.checkWritable();
-    await this.write(`buffer:${runId}`, this.st.deleteBuffered, [runId, uptoSeq]);
+    await this.remove(`buffer:${runId}`, this.st.deleteBuffered, [runId, uptoSeq]);
+    this.#rows?.change(runId, (k) => {
+      const listed = this.#bufferListed.get(runId);
+      if (listed !== undefined && uptoSeq >= listed) k.bufferEmpty = true;
+      return true;
+    });
   }
 
   async insertActivity(activity: ActivityRecord): Promise<void> {
@@ -338,7 +365,7 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
   async deleteActivity(runId: string, scheduledEventId: number): Promise<void> {
     this.checkWritable();
     const key = `activities:${runId}:${scheduledEventId}`;
-    await this.write(key, this.st.deleteActivity, [runId, scheduledEventId]);
+    await this.remove(key, this.st.deleteActivity, [runId, scheduledEventId]);
     this.#rows?.change(runId, (k) => k.activities.delete(scheduledEventId) || true);
   }
 
@@ -354,14 +381,22 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
 
   async deleteTimer(runId: string, timerKey: string): Promise<void> {
     this.checkWritable();
-    await this.write(`timers:${runId}:${timerKey}`, this.st.deleteTimer, [runId, timerKey]);
+    await this.remove(`timers:${runId}:${timerKey}`, this.st.deleteTimer, [runId, timerKey]);
   }
 
   async deleteRunState(runId: string): Promise<void> {
     this.checkWritable();
-    await this.exec(this.st.deleteRunState, [runId]);
+    // Its activities, timers, buffer and unanswered queries: no write of those shares its batch, but
+    // deletes may (deleting a row twice in one statement deletes it once).
+    const form = {
+      covers: [`activities:${runId}`, `timers:${runId}`, `buffer:${runId}`, 'queries'],
+      deletes: true,
+      sql: this.sql.deferred.deleteRunState,
+    };
+    await this.write(`state:${runId}`, this.st.deleteRunState, [runId], 'any', false, form);
     this.#rows?.change(runId, (k) => {
       k.activities.clear();
+      k.bufferEmpty = true;
       return true;
     });
   }
@@ -408,7 +443,7 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
 
   async deleteQuery(id: string): Promise<void> {
     this.checkWritable();
-    await this.write(`queries:${id}`, this.st.deleteQuery, [id]);
+    await this.remove(`queries:${id}`, this.st.deleteQuery, [id]);
   }
 
   // Claim and sweep queries (only on `transaction` handles: `StoreReader` has none): each locks the rows
