@@ -6,6 +6,7 @@ import {
   TerminatedFailure,
   TimeoutFailure,
   WorkflowFailedError,
+  WorkflowNotFoundError,
 } from '../common/errors.js';
 import { type HistoryFile, toHistoryFile } from '../common/events.js';
 import { validateId } from '../common/ids.js';
@@ -17,7 +18,6 @@ import {
   describeWorkflow,
   readHistory,
   requestCancel,
-  requireRun,
   signalWorkflow,
   terminateWorkflow,
   type WorkflowDescription,
@@ -103,13 +103,14 @@ export class WorkflowHandle<Ret = unknown> {
       if (watched !== undefined) closed.watch({ kind: 'runClosed', runId: watched });
       const store = this.ctx.store;
       let read = true;
+      let woken = false;
       let changes: number | undefined;
       for (let pollMs: number = poll.first; ; pollMs = Math.min(pollMs * 2, poll.last)) {
         closed.reset();
         if (read) {
           // Taken before the read: a commit from elsewhere during the read shows at the next check.
           changes = store.externalChanges?.();
-          const outcome = await this.#readOutcome();
+          const outcome = await this.#readOutcome(woken ? watched : undefined);
           if ('value' in outcome) return outcome.value;
           if (watched !== outcome.runningRunId) {
             // The latest run's id is known only now (or a new run continued it): watch that run and
@@ -119,7 +120,7 @@ export class WorkflowHandle<Ret = unknown> {
             continue;
           }
         }
-        const woken = await closed.wait(pollMs);
+        woken = await closed.wait(pollMs);
         read = woken || changes === undefined || store.externalChanges?.() !== changes;
       }
     } finally {
@@ -127,12 +128,22 @@ export class WorkflowHandle<Ret = unknown> {
     }
   }
 
-  /** The result once the run has closed (throws the error it closed with), else the running run's id. */
-  async #readOutcome(): Promise<{ value: Ret } | { runningRunId: string }> {
+  /**
+   * The result once the run has closed (throws the error it closed with), else the running run's id.
+   * `closedRunId`: a run just reported closed, whose last event is read beside the run (one round trip
+   * where the store has a network hop, instead of one after the other).
+   */
+  async #readOutcome(closedRunId?: string): Promise<{ value: Ret } | { runningRunId: string }> {
     // No snapshot needed: a closed run's last event never changes.
     const { run, closing } = await this.ctx.store.read(async (tx) => {
-      const run = await requireRun(tx, this.namespace, this.workflowId, this.runId);
+      const [run, last] = await Promise.all([
+        tx.findRun(this.namespace, this.workflowId, this.runId),
+        closedRunId === undefined ? undefined : tx.lastEvent(closedRunId),
+      ]);
+      if (!run) throw new WorkflowNotFoundError(this.workflowId, this.runId);
       if (run.status === 'running') return { run, closing: undefined };
+      // A closed run's last event is the one that closed it.
+      if (run.runId === closedRunId && last?.eventId === run.nextEventId - 1) return { run, closing: last };
       const [closing] = await tx.readEvents(run.runId, run.nextEventId - 1, 1);
       return { run, closing };
     }, SINGLE_READ);

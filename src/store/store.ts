@@ -211,6 +211,8 @@ export interface StoreReader {
   findOpenRun(namespace: string, workflowId: string): Promise<RunRecord | undefined>;
   /** Events with ids >= fromEventId, ascending, at most `limit` (default: all). */
   readEvents(runId: string, fromEventId?: number, limit?: number): Promise<HistoryEvent[]>;
+  /** The run's event with the highest id, if it has any (a closed run's is the one that closed it). */
+  lastEvent(runId: string): Promise<HistoryEvent | undefined>;
   listBuffered(runId: string): Promise<BufferedEvent[]>;
   getActivity(runId: string, scheduledEventId: number): Promise<ActivityRecord | undefined>;
   /** The run's activities by scheduled event id; inside `transaction`, locked like `getActivity`'s row. */

@@ -7,6 +7,7 @@ import {
   WorkflowNotFoundError,
 } from 'longhaul/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Runtime } from '../../src/runtime/runtime.js';
 import { flag, hello, sequence, voidOnFlag } from '../fixtures/e2e/engine-workflows.js';
 import { eventually, historyTypes, rejectsWith, resultWithin, TestEnv, uniqueId } from './env.js';
 
@@ -107,6 +108,53 @@ describe('workflows: start, execute, result, handles, history', () => {
     await started.signal(flag);
     await expect(waiting).resolves.toBeUndefined();
     expect((await started.describe()).status).toBe('completed');
+  });
+
+  it('result() woken by the close reads the run and its closing event together, not one after the other', async () => {
+    // The client and the worker share this process's runtime: record what each read of its store asks.
+    const runtime = await Runtime.acquire(env.url, { mode: 'client' });
+    const store = runtime.ctx.store;
+    const reads: string[][] = [];
+    const read = store.read;
+    const original = read.bind(store);
+    store.read = (fn, options) =>
+      original((tx) => {
+        const asked: string[] = [];
+        reads.push(asked);
+        const recorded = new Proxy(tx, {
+          get(target, name) {
+            const value = Reflect.get(target, name, target);
+            if (typeof value !== 'function') return value;
+            return (...args: unknown[]) => {
+              asked.push(`${String(name)} ${args.filter((a) => typeof a === 'string').join(' ')}`);
+              return value.apply(target, args);
+            };
+          },
+        });
+        return fn(recorded);
+      }, options);
+    try {
+      const workflowId = uniqueId('closing-read');
+      const handle = await env.client.workflow.start(voidOnFlag, { workflowId, taskQueue: env.taskQueue });
+      const runId = handle.runId!;
+      const mine = () => reads.filter((r) => r[0]?.startsWith(`findRun default ${workflowId}`));
+      const waiting = handle.result();
+      await eventually(() => expect(mine()).toHaveLength(1)); // read once: running, so it waits
+      await handle.signal(flag);
+      await expect(waiting).resolves.toBeUndefined();
+      // Reads while it ran (the first, and any a poll made) asked for the run alone; the read the close
+      // woke asked for the run and its last event at once, and nothing after.
+      const run = `findRun default ${workflowId} ${runId}`;
+      expect(mine().at(-1)).toEqual([run, `lastEvent ${runId}`]);
+      expect(mine().slice(0, -1)).toEqual(
+        mine()
+          .slice(0, -1)
+          .map(() => [run]),
+      );
+    } finally {
+      store.read = read;
+      await runtime.release();
+    }
   });
 
   it('getHandle of an unknown workflow id rejects describe/result/fetchHistory with WorkflowNotFoundError', async () => {

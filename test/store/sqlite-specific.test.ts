@@ -700,6 +700,12 @@ describe('history compaction', () => {
     expect(historyRows()).toEqual({ chunks: [{ format: 1 }], tails: 21 });
     const events = await store.read((tx) => tx.readEvents('r1'));
     expect(events).toEqual(Array.from({ length: 60 }, (_, i) => ({ eventId: i + 1, ...marker(i + 1) })));
+    // The last event, from the tail, then (all compacted) from the last chunk.
+    expect(await store.read((tx) => tx.lastEvent('r1'))).toEqual({ eventId: 60, ...marker(60) });
+    await store.compactHistory({ all: true });
+    expect(historyRows().tails).toBe(0);
+    expect(await store.read((tx) => tx.lastEvent('r1'))).toEqual({ eventId: 60, ...marker(60) });
+    expect(await store.read((tx) => tx.lastEvent('other-3'))).toEqual({ eventId: 2, ...marker(2) });
   });
 
   it('compresses tails idle for idleMs and leaves recently appended ones alone', async () => {

@@ -164,6 +164,21 @@ export function describeRunsEventsAndBuffer(s: SuiteContext): void {
       expect(await s.store.read((t) => t.readEvents('r1'))).toHaveLength(1);
     });
 
+    it('lastEvent is the event with the highest id, in a transaction its own append', async () => {
+      expect(await s.store.read((t) => t.lastEvent('r1'))).toBeUndefined();
+      expect(await s.store.read((t) => t.lastEvent('unknown'))).toBeUndefined();
+      await tx((t) => t.appendEvents('r1', 1, [1, 2, 3].map(marker)));
+      await tx((t) => t.appendEvents('r1', 4, [marker(4)]));
+      await tx((t) => t.appendEvents('r2', 1, [marker(100)]));
+      expect(await s.store.read((t) => t.lastEvent('r1'))).toEqual({ eventId: 4, ...marker(4) });
+      const own = await s.store.transaction(async (t) => {
+        await t.appendEvents('r1', 5, [marker(5), marker(6)]);
+        return t.lastEvent('r1');
+      });
+      expect(own).toEqual({ eventId: 6, ...marker(6) });
+      expect(await s.store.read((t) => t.lastEvent('r2'))).toEqual({ eventId: 1, ...marker(100) });
+    });
+
     it('readEvents honours fromEventId and limit', async () => {
       await tx((t) => t.appendEvents('r1', 1, [1, 2, 3, 4, 5].map(marker)));
       const ids = async (from?: number, limit?: number) =>

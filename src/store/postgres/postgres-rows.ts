@@ -1,5 +1,5 @@
 import type { FailureInfo } from '../../common/errors.js';
-import type { ActivityOptionsMs, NewEvent } from '../../common/events.js';
+import type { ActivityOptionsMs, HistoryEvent, NewEvent } from '../../common/events.js';
 import type {
   ActivityPhase,
   ActivityRecord,
@@ -333,6 +333,15 @@ export interface EventRow {
   type: string;
   time: number;
   attributes: string;
+}
+
+export function rowToEvent(r: EventRow): HistoryEvent {
+  return {
+    eventId: r.event_id,
+    type: r.type,
+    time: r.time,
+    attributes: JSON.parse(r.attributes),
+  } as HistoryEvent;
 }
 
 export interface BufferRow {

@@ -91,6 +91,9 @@ export function buildStatements(schema: string) {
     readEvents:
       `SELECT event_id, type, time, attributes FROM ${s}.events WHERE run_id = $1 AND event_id >= $2 ` +
       'ORDER BY event_id LIMIT $3',
+    lastEvent:
+      `SELECT event_id, type, time, attributes FROM ${s}.events WHERE run_id = $1 ` +
+      'ORDER BY event_id DESC LIMIT 1',
 
     insertBuffered: `WITH ${insertBufferedEntries(s, 'touch', 'ins')} SELECT count(*)::int AS n FROM ins`,
     listBuffered: `SELECT seq, type, time, attributes FROM ${s}.buffer WHERE run_id = $1 ORDER BY seq`,

@@ -29,6 +29,7 @@ import {
   rowOf,
   rowToActivity,
   rowToBuffered,
+  rowToEvent,
   rowToQuery,
   rowToRequest,
   rowToRun,
@@ -103,16 +104,12 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
   async readEvents(runId: string, fromEventId = 1, limit?: number): Promise<HistoryEvent[]> {
     if (limit !== undefined && limit <= 0) return [];
     const from = Math.max(1, Math.floor(fromEventId));
-    const rows = await this.all<EventRow>(this.st.readEvents, [runId, from, limit ?? null]);
-    return rows.map(
-      (r) =>
-        ({
-          eventId: r.event_id,
-          type: r.type,
-          time: r.time,
-          attributes: JSON.parse(r.attributes),
-        }) as HistoryEvent,
-    );
+    return (await this.all<EventRow>(this.st.readEvents, [runId, from, limit ?? null])).map(rowToEvent);
+  }
+
+  async lastEvent(runId: string): Promise<HistoryEvent | undefined> {
+    const row = await this.one<EventRow>(this.st.lastEvent, [runId]);
+    return row && rowToEvent(row);
   }
 
   async listBuffered(runId: string): Promise<BufferedEvent[]> {

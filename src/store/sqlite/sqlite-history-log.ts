@@ -133,6 +133,13 @@ export class SqliteHistoryLog {
     }
   }
 
+  /** The highest event id of run `rk` (0: no events). */
+  lastEventId(s: SqliteStatements, rk: number): number {
+    const tail = s.tailHead.get(rk) as TailHeadRow | undefined;
+    if (tail) return tail.last_event_id;
+    return (s.lastChunkSize.get({ rk }) as ChunkSizeRow | undefined)?.last_event_id ?? 0;
+  }
+
   /** Compresses the tail of run `rk` into its chunks and deletes it; false if the run has no tail. */
   compactTail(s: SqliteStatements, rk: number): boolean {
     const tail = s.readTail.get(rk) as TailRow | undefined;

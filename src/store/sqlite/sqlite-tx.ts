@@ -91,6 +91,16 @@ export class SqliteTx extends SqliteTxBase implements StoreTx {
     return out;
   }
 
+  async lastEvent(runId: string): Promise<HistoryEvent | undefined> {
+    const out: HistoryEvent[] = [];
+    this.read(() => {
+      const rk = this.runKey(runId);
+      const last = rk === undefined ? 0 : this.history.lastEventId(this.s, rk);
+      if (last > 0) this.history.read(this.s, rk!, last, 1, out);
+    });
+    return out[0];
+  }
+
   async listBuffered(runId: string): Promise<BufferedEvent[]> {
     return this.read(() => this.perRun(runId, (rk) => this.s.listBuffered.all(rk) as BufferRow[])).map(
       rowToBuffered,
