@@ -112,6 +112,8 @@ function counted(r: RunResult): string {
     out += ')';
   }
   out += `, ${perWorkflow(c.commits, r.count)} commits incl. reads, ${c.retries ?? 'n/a'} re-run after conflicts`;
+  // A remembered read saves the locking read of a run this process wrote last; a stale one costs a re-run.
+  out += `; ${perWorkflow(c.remembered, r.count)} reads from remembered rows, ${c.stale ?? 'n/a'} found stale`;
   return out;
 }
 

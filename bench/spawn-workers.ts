@@ -15,6 +15,10 @@ export interface WorkerCounters {
   readonly commits: number | null;
   /** Attempts re-run after a transient fault (deadlock, serialization failure, ...), or null. */
   readonly retries: number | null;
+  /** Reads answered from remembered rows, or null (PostgreSQL: postgres-row-memory.ts). */
+  readonly remembered: number | null;
+  /** Attempts re-run because a remembered row had changed (another process wrote the run), or null. */
+  readonly stale: number | null;
 }
 
 export type ParentMessage = { readonly type: 'mark' } | { readonly type: 'stop' };
@@ -28,12 +32,15 @@ export type ChildMessage =
 
 /** Counters of a runtime; `commits` and `retries` from stores that keep them (PostgresStore.stats()). */
 export function readCounters(runtime: Runtime): WorkerCounters {
-  const store = runtime.ctx.store as { stats?: () => { commits?: number; retries?: number } };
+  type Stats = { commits?: number; retries?: number; remembered?: number; stale?: number };
+  const store = runtime.ctx.store as { stats?: () => Stats };
   const stats = typeof store.stats === 'function' ? store.stats() : {};
   return {
     transactions: runtime.ctx.stats.transactions,
     commits: stats.commits ?? null,
     retries: stats.retries ?? null,
+    remembered: stats.remembered ?? null,
+    stale: stats.stale ?? null,
   };
 }
 
@@ -44,6 +51,8 @@ export function subtractCounters(a: WorkerCounters, b: WorkerCounters): WorkerCo
     transactions: a.transactions - b.transactions,
     commits: minus(a.commits, b.commits),
     retries: minus(a.retries, b.retries),
+    remembered: minus(a.remembered, b.remembered),
+    stale: minus(a.stale, b.stale),
   };
 }
 
@@ -57,6 +66,8 @@ export function addCounters(counters: readonly WorkerCounters[]): WorkerCounters
     transactions: sum((c) => c.transactions) ?? 0,
     commits: sum((c) => c.commits),
     retries: sum((c) => c.retries),
+    remembered: sum((c) => c.remembered),
+    stale: sum((c) => c.stale),
   };
 }
 
