@@ -102,6 +102,32 @@ describe('remembered rows on PostgreSQL', () => {
     expect(after.run?.memo).toEqual({ changed: true });
   });
 
+  it('an error thrown on what remembered rows said is reported only if they were current', async () => {
+    await seed();
+    await adminQuery(`UPDATE "${schema}".runs SET next_event_id = 40`);
+    const before = store.stats();
+    const seen: number[] = [];
+    // A guard like a fencing token's: it fails on the remembered run, and holds on the real one.
+    const guarded = (tx: StoreTx) => async () => {
+      const { run: r } = await tx.getRunWithActivities('run-1');
+      seen.push(r!.nextEventId);
+      if (r!.nextEventId !== 40) throw new Error(`next event id ${r!.nextEventId} is not current`);
+      return 'passed';
+    };
+    await expect(store.transaction((tx) => guarded(tx)())).resolves.toBe('passed');
+    expect(seen).toEqual([6, 40]);
+    expect(store.stats().stale).toBe(before.stale + 1);
+    // Rows that are current: the error stands, after one check.
+    await store.transaction(async (tx) => {
+      await tx.getRunWithActivities('run-1');
+      await tx.updateRun('run-1', { nextEventId: 41 });
+    });
+    const failing = await roundTrips(() => store.transaction((tx) => guarded(tx)()).catch((e: Error) => e));
+    expect((failing.value as Error).message).toBe('next event id 41 is not current');
+    expect(failing.roundTrips).toBe(2); // BEGIN with the check, ROLLBACK
+    expect(store.stats().stale).toBe(before.stale + 1);
+  });
+
   it('an activity changed, added or removed by another connection fails the check', async () => {
     const changes = [
       `UPDATE "${schema}".activities SET lease_owner = 'zombie', token = 4 WHERE scheduled_event_id = 7`,

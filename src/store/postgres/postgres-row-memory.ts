@@ -21,7 +21,9 @@ import { type ActivityRow, type RunRow, rowToActivity, rowToRun } from './postgr
  * removed by anyone else fails it too.
  *
  * A failed check rejects the batch: the store rolls back and runs the callback again without memory
- * (PostgresStore.run). A stale entry thus costs one extra round trip and never changes a result. Rows
+ * (PostgresStore.run). A callback that throws has the checks of its remembered reads sent alone before
+ * the rollback, so an error too stands only if the rows it came from were current. A stale entry thus
+ * costs one extra round trip and never changes a result. Rows
  * written inside a savepoint carry the savepoint's own transaction id, so a transaction that used one
  * remembers nothing; neither does one that rolled back or one whose transaction id is unknown.
  */
@@ -127,6 +129,9 @@ export function recordsOf(known: KnownRun): RunWithActivities {
   return { run: rowToRun(known.run.row), activities };
 }
 
+/** The shape of every check write (see `checkOf`). */
+export const CHECK_SHAPE = 'checkRemembered';
+
 /**
  * The check that makes a remembered read valid: one CTE entry returning one row only if the run's row
  * still has the remembered xmin and its activities are exactly the remembered ones (scheduled event id
@@ -141,7 +146,7 @@ export function checkOf(sql: (alias: string) => string, runId: string, known: Kn
     .join(',');
   return {
     key: `check:${runId}`,
-    shape: 'checkRemembered',
+    shape: CHECK_SHAPE,
     sql,
     values: [runId, known.run.xmin, versions],
     expect: 1,

@@ -391,6 +391,8 @@ export class PostgresStore implements Store {
       } finally {
         tx.end();
       }
+      // An error thrown from remembered rows counts only if they were current (else: re-run reading).
+      if (thrown) await tx.verifyRemembered().catch(() => undefined);
       // Undefined if the callback sent nothing: then there is no transaction to end either.
       const opened = tx.begun !== undefined;
       await tx.begun; // answered before any later statement

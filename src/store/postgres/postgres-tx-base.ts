@@ -10,7 +10,7 @@ import {
   type ExpectedRows,
 } from './postgres-batch.js';
 import { failure, messageOf } from './postgres-errors.js';
-import type { RowMemory } from './postgres-row-memory.js';
+import { CHECK_SHAPE, type RowMemory } from './postgres-row-memory.js';
 import type { Columns, SqlValue, Statement } from './postgres-rows.js';
 import type {
   DeferredForms,
@@ -214,6 +214,18 @@ export class PostgresTxBase {
       );
       throw replayError(this.replayNeeded);
     }
+  }
+
+  /**
+   * After the callback threw: sends the checks of remembered reads still held back alone, in the open
+   * transaction (which the store then rolls back), and drops the other writes held back. An error that
+   * came from remembered rows that are no longer current is thus never reported: a failed check sets
+   * `replayNeeded`, and the store runs the callback again reading every row.
+   */
+  async verifyRemembered(): Promise<void> {
+    const checks = this.deferred?.take().filter((w) => w.shape === CHECK_SHAPE) ?? [];
+    if (checks.length === 0 || this.doomed) return;
+    await this.send(this.sql.batches.get(checks), batchValues(checks), 'batch');
   }
 
   /** Runs `send` with the socket corked: the statements it issues leave in one write (one syscall). */
