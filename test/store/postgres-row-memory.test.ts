@@ -248,6 +248,53 @@ describe('remembered rows on PostgreSQL', () => {
     expect(trips).toBe(3); // BEGIN with the check, the buffer, COMMIT
   });
 
+  /** A start: no open run of the workflow id, then the new run (the runtime's startWorkflow, reduced). */
+  const start = (runId: string, seen: string[] = []) =>
+    store.transaction(async (tx) => {
+      const open = await tx.findOpenRun('default', 'wf-1');
+      seen.push(open?.runId ?? 'none');
+      if (open) throw new Error(`already running: ${open.runId}`);
+      await tx.insertRun(run({ runId }));
+      return runId;
+    });
+
+  it('a start assumes its workflow id has no open run: one statement, checked in it', async () => {
+    const { value, statements, roundTrips: trips } = await queries.counted(() => start('run-1'));
+    expect(value).toBe('run-1');
+    expect(statements).toEqual(['WITH w0']); // the check, then the insert: alone, it commits by itself
+    expect(trips).toBe(1);
+    expect((await store.read((tx) => tx.findOpenRun('default', 'wf-1')))?.runId).toBe('run-1');
+  });
+
+  it('a start whose workflow id has an open run after all runs again reading it, and gets it right', async () => {
+    await other.transaction((tx) => tx.insertRun(run({ runId: 'run-0' })));
+    const before = store.stats();
+    const seen: string[] = [];
+    await expect(start('run-1', seen)).rejects.toThrow('already running: run-0');
+    expect(seen).toEqual(['none', 'run-0']); // assumed, then read (the error came from the real read)
+    expect(store.stats().stale).toBe(before.stale + 1);
+    const runs = await adminQuery(`SELECT run_id FROM "${schema}".runs`);
+    expect(runs).toEqual([{ run_id: 'run-0' }]);
+  });
+
+  it('two stores starting one workflow id at once: one run, the other start sees it', async () => {
+    for (let round = 0; round < 10; round++) {
+      await emptyTables(schema);
+      const results = await Promise.allSettled([
+        start(`a-${round}`),
+        other.transaction(async (tx) => {
+          if (await tx.findOpenRun('default', 'wf-1')) throw new Error('already running');
+          await tx.insertRun(run({ runId: `b-${round}` }));
+        }),
+      ]);
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      const rejected = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+      expect(String(rejected.reason)).toMatch(/already running/);
+      const runs = await adminQuery(`SELECT run_id FROM "${schema}".runs`);
+      expect(runs).toHaveLength(1);
+    }
+  });
+
   it('a write to a run this transaction does not know (no read) makes the store forget the run', async () => {
     await seed();
     await store.transaction((tx) => tx.updateActivity('run-1', 5, { attempt: 2 }));

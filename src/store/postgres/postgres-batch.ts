@@ -48,6 +48,8 @@ export interface DeferredWrite {
   readonly covers?: readonly string[];
   /** The write only deletes rows: two deletes of one row in one statement leave it deleted, as in turn. */
   readonly deletes?: boolean;
+  /** It writes nothing: it checks a read answered without a round trip (postgres-row-memory.ts). */
+  readonly check?: boolean;
 }
 
 /** Whether `write` (one with `covers`) touches the rows named by `key` of a write that `deletes` or not. */
@@ -87,6 +89,11 @@ export class DeferredWrites {
 
   get size(): number {
     return this.writes.length;
+  }
+
+  /** Whether the batch changes anything (holds more than checks). */
+  get changes(): boolean {
+    return this.writes.some((w) => !w.check);
   }
 
   /** Whether `write` can join the batch without passing MAX_BATCH_WRITES or MAX_BATCH_PARAMETERS. */

@@ -129,9 +129,6 @@ export function recordsOf(known: KnownRun): RunWithActivities {
   return { run: rowToRun(known.run.row), activities };
 }
 
-/** The shape of every check write (see `checkOf`). */
-export const CHECK_SHAPE = 'checkRemembered';
-
 /**
  * The check that makes a remembered read valid: one CTE entry returning one row only if the run's row
  * still has the remembered xmin and its activities are exactly the remembered ones (scheduled event id
@@ -146,11 +143,40 @@ export function checkOf(sql: (alias: string) => string, runId: string, known: Kn
     .join(',');
   return {
     key: `check:${runId}`,
-    shape: CHECK_SHAPE,
+    shape: 'checkRemembered',
     sql,
     values: [runId, known.run.xmin, versions],
     expect: 1,
+    check: true,
   };
+}
+
+/**
+ * The check that makes an assumed absence valid: a start's `findOpenRun` answered "none" without a round
+ * trip (the usual case: a new workflow id). One row only if the workflow id has no running run; it goes
+ * first in its batch, before the insert of the new run. When a run is open, the insert would have hit
+ * `runs_one_open` anyway; the check makes the batch fail before writing, and the start runs again reading.
+ */
+export function checkNoOpenRun(
+  sql: (alias: string) => string,
+  namespace: string,
+  workflowId: string,
+): DeferredWrite {
+  return {
+    key: `open:${namespace}:${workflowId}`,
+    shape: 'checkNoOpenRun',
+    sql,
+    values: [namespace, workflowId],
+    expect: 1,
+    check: true,
+  };
+}
+
+/** The CTE entry of `checkNoOpenRun` for the schema `s` (quoted): `$1` namespace, `$2` workflow id. */
+export function checkNoOpenRunSql(s: string): (alias: string) => string {
+  return (alias) =>
+    `${alias} AS (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM ${s}.runs ` +
+    `WHERE namespace = $1 AND workflow_id = $2 AND status = 'running'))`;
 }
 
 /** The CTE entry of `checkOf` for the schema `s` (quoted): `$1` run id, `$2` its xmin, `$3` activities. */

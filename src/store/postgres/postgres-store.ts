@@ -18,7 +18,7 @@ import {
   type PostgresPool,
   type PostgresPoolClient,
 } from './postgres-pool.js';
-import { checkRememberedSql, RowMemory } from './postgres-row-memory.js';
+import { checkNoOpenRunSql, checkRememberedSql, RowMemory } from './postgres-row-memory.js';
 import { quoteIdent } from './postgres-rows.js';
 import { buildStatements, deferredForms, PatchStatements } from './postgres-statements.js';
 import { PostgresTx } from './postgres-tx.js';
@@ -56,9 +56,12 @@ export interface PostgresStoreStats {
    * that reports an error: a duplicate, a missing row, a conflicting append).
    */
   readonly replays: number;
-  /** Reads answered from remembered rows in transactions that committed (postgres-row-memory.ts). */
+  /**
+   * Reads answered without a round trip in transactions that committed (postgres-row-memory.ts): from
+   * remembered rows, or a start's `findOpenRun` assumed to find none; each checked by the next batch.
+   */
   readonly remembered: number;
-  /** Attempts re-run reading every row because a batch with a remembered read was rejected. */
+  /** Attempts re-run reading every row because a batch with such a read was rejected. */
   readonly stale: number;
   /** Wake-ups sent and received over LISTEN/NOTIFY. */
   readonly notifications: PostgresNotificationStats;
@@ -146,6 +149,7 @@ export class PostgresStore implements Store {
       batches: new BatchStatements(),
       deferred: deferredForms(options.schema),
       checkRemembered: checkRememberedSql(quoteIdent(options.schema)),
+      checkNoOpenRun: checkNoOpenRunSql(quoteIdent(options.schema)),
     };
     this.logger = options.logger ?? silentLogger;
     this.retryBudgetMs = options.retryBudgetMs ?? DEFAULT_RETRY_BUDGET_MS;

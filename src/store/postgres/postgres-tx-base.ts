@@ -10,7 +10,7 @@ import {
   type ExpectedRows,
 } from './postgres-batch.js';
 import { failure, messageOf } from './postgres-errors.js';
-import { CHECK_SHAPE, type RowMemory } from './postgres-row-memory.js';
+import type { RowMemory } from './postgres-row-memory.js';
 import type { Columns, SqlValue, Statement } from './postgres-rows.js';
 import type {
   DeferredForms,
@@ -25,8 +25,9 @@ export interface PostgresSql {
   readonly patches: PatchStatements;
   readonly batches: BatchStatements;
   readonly deferred: DeferredForms;
-  /** The check that makes a remembered read valid (postgres-row-memory.ts). */
+  /** The checks that make a remembered read, and an assumed absence, valid (postgres-row-memory.ts). */
   readonly checkRemembered: (alias: string) => string;
+  readonly checkNoOpenRun: (alias: string) => string;
 }
 
 /** How a write touches rows beyond its key (see DeferredWrite), and its CTE entries where not `cteOf`. */
@@ -223,7 +224,7 @@ export class PostgresTxBase {
    * `replayNeeded`, and the store runs the callback again reading every row.
    */
   async verifyRemembered(): Promise<void> {
-    const checks = this.deferred?.take().filter((w) => w.shape === CHECK_SHAPE) ?? [];
+    const checks = this.deferred?.take().filter((w) => w.check) ?? [];
     if (checks.length === 0 || this.doomed) return;
     await this.send(this.sql.batches.get(checks), batchValues(checks), 'batch');
   }
@@ -241,14 +242,14 @@ export class PostgresTxBase {
 
   /**
    * Holds `write` back if this handle defers writes, flushing first a batch that touches its rows, one
-   * it would make too large for one statement, or any batch if `first` (the write must see the effects
-   * of every earlier one).
+   * it would make too large for one statement, or any batch that changes rows if `first` (the write must
+   * see the effects of every earlier one; checks change nothing).
    */
   protected async deferWrite(write: DeferredWrite, first = false): Promise<boolean> {
     if (!this.deferred) return false;
     this.checkUsable();
     const d = this.deferred;
-    if (d.touches(write) || !d.fits(write) || (first && d.size > 0)) await this.flush();
+    if (d.touches(write) || !d.fits(write) || (first && d.changes)) await this.flush();
     d.add(write);
     return true;
   }
