@@ -275,6 +275,17 @@ describe('remembered rows on PostgreSQL', () => {
     expect(store.stats().stale).toBe(before.stale + 1);
     const runs = await adminQuery(`SELECT run_id FROM "${schema}".runs`);
     expect(runs).toEqual([{ run_id: 'run-0' }]);
+    // Once found open, the workflow id is read at its next start rather than assumed wrongly again.
+    await expect(start('run-1', seen)).rejects.toThrow('already running: run-0');
+    expect(seen.slice(2)).toEqual(['run-0']);
+    expect(store.stats().stale).toBe(before.stale + 1);
+    // Read without an open run, it is assumed none again at the start after.
+    await adminQuery(`UPDATE "${schema}".runs SET status = 'completed'`);
+    await start('run-1', seen);
+    expect(seen.slice(3)).toEqual(['none']);
+    await expect(start('run-2', seen)).rejects.toThrow('already running: run-1');
+    expect(seen.slice(4)).toEqual(['none', 'run-1']); // assumed (run-1 is open), then read
+    expect(store.stats().stale).toBe(before.stale + 2);
   });
 
   it('two stores starting one workflow id at once: one run, the other start sees it', async () => {

@@ -57,6 +57,8 @@ export const MEMORY_BYTES = 64 * 1024 * 1024;
 export class RowMemory {
   private readonly runs = new Map<string, { readonly known: KnownRun; readonly bytes: number }>();
   private total = 0;
+  /** Workflow ids (namespace, id) last read with an open run, least recently noted first. */
+  private readonly openIds = new Set<string>();
 
   constructor(
     private readonly capacity = MEMORY_CAPACITY,
@@ -70,6 +72,23 @@ export class RowMemory {
   /** About how many bytes the remembered rows take. */
   get bytes(): number {
     return this.total;
+  }
+
+  /**
+   * Whether the last read of this workflow id's open run found one: a start of it then reads instead of
+   * assuming none (signal-with-start and useExisting meet open runs by design; each wrong assumption
+   * costs a rejected batch).
+   */
+  hadOpenRun(namespace: string, workflowId: string): boolean {
+    return this.openIds.has(`${namespace}\u0000${workflowId}`);
+  }
+
+  noteOpenRun(namespace: string, workflowId: string, open: boolean): void {
+    const key = `${namespace}\u0000${workflowId}`;
+    this.openIds.delete(key);
+    if (!open) return;
+    this.openIds.add(key);
+    if (this.openIds.size > this.capacity) this.openIds.delete(this.openIds.values().next().value!);
   }
 
   /** A copy of the entry for `runId`, for one transaction to build on. */

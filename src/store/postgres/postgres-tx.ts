@@ -102,7 +102,7 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
   }
 
   async findOpenRun(namespace: string, workflowId: string): Promise<RunRecord | undefined> {
-    if (this.#rows && this.recall) {
+    if (this.memory && this.recall && !this.memory.hadOpenRun(namespace, workflowId)) {
       // Assumed: none (a start of a new workflow id). The check goes out first in the next batch; when a
       // run is open after all, the batch fails and the callback runs again reading (and locking) it.
       await this.deferWrite(checkNoOpenRun(this.sql.checkNoOpenRun, namespace, workflowId), true);
@@ -111,6 +111,8 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
     }
     const stmt = this.locking(this.st.findOpenRun, this.st.findOpenRunForUpdate);
     const row = await this.one<RunRow>(stmt, [namespace, workflowId]);
+    // A workflow id found open (signal-with-start, useExisting) is read, not assumed, at its next start.
+    this.memory?.noteOpenRun(namespace, workflowId, row !== undefined);
     return row && rowToRun(row);
   }
 
