@@ -86,7 +86,8 @@ export function asStored(events: readonly HistoryEvent[]): HistoryEvent[] {
 
 /**
  * Delivers events from outside the workflow task to a running run: buffered while a task is in flight,
- * else appended with a new workflow task scheduled if none is. Returns the run as updated.
+ * else appended with a new workflow task scheduled if none is. Returns the run as updated and the
+ * events appended.
  */
 export async function deliver(
   tx: StoreTx,
@@ -94,15 +95,15 @@ export async function deliver(
   run: RunRecord,
   incoming: readonly NewEvent[],
   now: number,
-): Promise<RunRecord> {
+): Promise<{ readonly run: RunRecord; readonly appended: HistoryEvent[] }> {
   const plan = planDelivery(run, incoming, now);
   for (const e of plan.buffer) await tx.addBuffered(run.runId, e);
-  await appendEvents(tx, run.runId, run.nextEventId, plan.events);
+  const appended = await appendEvents(tx, run.runId, run.nextEventId, plan.events);
   const updated = await patchRun(tx, run, plan.patch);
   if (updated.wftPhase === 'scheduled' && run.wftPhase !== 'scheduled') {
     wakes.add({ kind: 'workflowTask', namespace: run.namespace, taskQueue: run.taskQueue });
   }
-  return updated;
+  return { run: updated, appended };
 }
 
 export async function patchRun(tx: StoreTx, run: RunRecord, patch: RunPatch): Promise<RunRecord> {

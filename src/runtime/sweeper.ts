@@ -73,11 +73,13 @@ async function sweepTimers(ctx: RuntimeContext): Promise<number> {
             time: now,
             attributes: { timerId: t.timerKey, startedEventId: t.startedEventId },
           };
-          const updated = await deliver(tx, wakes, run, [fire], now);
+          const { run: updated, appended } = await deliver(tx, wakes, run, [fire], now);
           if (run.wftPhase === 'idle' && updated.wftPhase === 'scheduled') {
             const worker = ctx.localWorkers.reserve(run.namespace, run.taskQueue);
-            if (worker) eager.push({ worker, task: await claimTask(tx, updated, now, worker.workerId) });
-            else polled = true;
+            if (worker) {
+              // The worker gets the events of the fire with the task: its cached instance reads nothing.
+              eager.push({ worker, task: await claimTask(tx, updated, now, worker.workerId, appended) });
+            } else polled = true;
           }
         } else {
           const timeoutType = t.kind === 'workflowExecutionTimeout' ? 'workflowExecution' : 'workflowRun';

@@ -8,6 +8,7 @@ import type { ActivityRecord, RunPatch, RunRecord, StoreTx } from '../store/stor
 import { type ActivityTask, activityTaskOf } from './activity-tasks.js';
 import {
   appendEvents,
+  asStored,
   type ClaimSeen,
   inTransaction,
   type PendingWakes,
@@ -35,9 +36,10 @@ export interface WorkflowTask {
   readonly memo: Record<string, unknown> | null;
   readonly searchAttributes: Record<string, unknown> | null;
   /**
-   * The run's whole history as the claiming transaction wrote it, when that transaction wrote all of it
-   * (eager start): the worker feeds these events instead of reading them back. Attributes went through
-   * JSON, as a store returns them.
+   * The run's latest events as the claiming transaction wrote them, consecutive up to the task's
+   * WorkflowTaskStarted: the whole history for an eager start, the fire and the task's events for a
+   * fired timer's. A worker whose instance has seen every event before the first of them feeds these
+   * instead of reading them back. Attributes went through JSON, as a store returns them.
    */
   readonly history?: readonly HistoryEvent[];
 }
@@ -73,11 +75,13 @@ export async function claimTask(
   run: RunRecord,
   now: number,
   workerId: string,
+  /** Events this transaction appended to the run just before (they go to the worker with the task). */
+  lead: readonly HistoryEvent[] = [],
 ): Promise<WorkflowTask> {
   const plan = planClaim(run, now, workerId);
-  await appendEvents(tx, run.runId, run.nextEventId, plan.events);
+  const started = await appendEvents(tx, run.runId, run.nextEventId, plan.events);
   await tx.updateRun(run.runId, plan.patch);
-  return claimedTask(run, plan);
+  return { ...claimedTask(run, plan), history: asStored([...lead, ...started]) };
 }
 
 /** The task a claim planned by `planClaim(run, ...)` hands to its worker. */

@@ -59,6 +59,23 @@ class CachedRun {
   }
 }
 
+/**
+ * The events a task must feed `cached`, when all of them are in hand: those its claim handed over, after
+ * the ones the instance has seen and the ones its own last commit appended (`unseen`). Undefined when
+ * something in between is missing: then they are read.
+ */
+function inHand(cached: CachedRun, handed: readonly HistoryEvent[] | undefined): HistoryEvent[] | undefined {
+  const first = handed?.[0]?.eventId;
+  if (first === undefined) return undefined;
+  if (first <= cached.lastEventId + 1) return handed!.filter((e) => e.eventId > cached.lastEventId);
+  const unseen = cached.unseen;
+  const joins = unseen.length === 0 || unseen[0]!.eventId === cached.lastEventId + 1;
+  if (cached.nextEventId === first && joins && unseen.length === first - 1 - cached.lastEventId) {
+    return [...unseen, ...handed!];
+  }
+  return undefined;
+}
+
 /** Where activity attempts of this worker run; eager dispatch reserves slots in it. */
 export interface LocalActivities {
   reserve(wanted: number): number;
@@ -139,10 +156,8 @@ export class WorkflowTaskRunner {
     const reserved = { slots: 0 };
     try {
       cached ??= this.#newRun(task);
-      const seen = cached.lastEventId;
-      const events = task.history
-        ? task.history.filter((e) => e.eventId > seen)
-        : await readEvents(this.ctx, task.runId, seen + 1);
+      const events =
+        inHand(cached, task.history) ?? (await readEvents(this.ctx, task.runId, cached.lastEventId + 1));
       // A burst of tasks (a sweep firing many timers) must not hold the event loop from the next sweep.
       await takeTurn();
       const result = cached.state.runTask(events, { time: task.startedTime });

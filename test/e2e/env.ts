@@ -11,6 +11,7 @@ import { Client, type WorkflowHandle } from 'longhaul/client';
 import { Worker, type WorkerOptions } from 'longhaul/worker';
 import pg from 'pg';
 import { expect } from 'vitest';
+import { Runtime } from '../../src/runtime/runtime.js';
 import * as baseActivities from '../fixtures/e2e/activities.js';
 import * as engineActivities from '../fixtures/e2e/engine-activities.js';
 
@@ -276,4 +277,46 @@ export async function eventsOf(
   return events
     .filter((e) => e.type === type)
     .map((e) => ({ ...e, attributes: e.attributes as Record<string, unknown> }));
+}
+
+/** What each `read` of a store asked, call by call (`method arg arg`, string arguments only). */
+export interface StoreReadLog {
+  readonly reads: string[][];
+  /** Ends the recording and releases the runtime. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Records the reads of the runtime this process shares for `url` (its client and its workers use one
+ * store): each read's calls, in order.
+ */
+export async function recordStoreReads(url: string): Promise<StoreReadLog> {
+  const runtime = await Runtime.acquire(url, { mode: 'client' });
+  const store = runtime.ctx.store;
+  const reads: string[][] = [];
+  const read = store.read;
+  const original = read.bind(store);
+  store.read = (fn, options) =>
+    original((tx) => {
+      const asked: string[] = [];
+      reads.push(asked);
+      const recorded = new Proxy(tx, {
+        get(target, name) {
+          const value = Reflect.get(target, name, target);
+          if (typeof value !== 'function') return value;
+          return (...args: unknown[]) => {
+            asked.push(`${String(name)} ${args.filter((a) => typeof a === 'string').join(' ')}`);
+            return value.apply(target, args);
+          };
+        },
+      });
+      return fn(recorded);
+    }, options);
+  return {
+    reads,
+    async stop() {
+      store.read = read;
+      await runtime.release();
+    },
+  };
 }

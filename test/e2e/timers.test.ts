@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { flag, sleeper, waitForFlag } from '../fixtures/e2e/engine-workflows.js';
-import { eventsOf, resultWithin, TestEnv, uniqueId } from './env.js';
+import { flag, multiStep, sleeper, waitForFlag } from '../fixtures/e2e/engine-workflows.js';
+import { eventsOf, recordStoreReads, resultWithin, TestEnv, uniqueId } from './env.js';
 
 describe('timers: sleep and condition', () => {
   let env: TestEnv;
@@ -27,6 +27,24 @@ describe('timers: sleep and condition', () => {
     expect(started!.attributes.durationMs).toBe(200);
     expect(fired!.attributes.startedEventId).toBe(started!.eventId);
     expect(Date.parse(fired!.time) - Date.parse(started!.time)).toBeGreaterThanOrEqual(200);
+  });
+
+  it('the worker caching a sleeping run gets the events of its timer with the task: it reads no history', async () => {
+    const { reads, stop } = await recordStoreReads(env.url);
+    try {
+      const handle = await env.client.workflow.start(multiStep, {
+        workflowId: uniqueId('handed'),
+        taskQueue: env.taskQueue,
+        args: [3],
+      });
+      expect(await resultWithin(handle)).toEqual(['hello 0', 'hello 1', 'hello 2']);
+      const whileRunning = reads.flat();
+      expect(await eventsOf(handle, 'TimerFired')).toHaveLength(3);
+      // Its first task came with the start, each wake with its timer's fire, each step by the hot path.
+      expect(whileRunning.filter((r) => r.startsWith(`readEvents ${handle.runId}`))).toEqual([]);
+    } finally {
+      await stop();
+    }
   });
 
   it('sleep(0) still records a timer and resumes', async () => {

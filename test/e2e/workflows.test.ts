@@ -7,9 +7,16 @@ import {
   WorkflowNotFoundError,
 } from 'longhaul/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Runtime } from '../../src/runtime/runtime.js';
 import { flag, hello, sequence, voidOnFlag } from '../fixtures/e2e/engine-workflows.js';
-import { eventually, historyTypes, rejectsWith, resultWithin, TestEnv, uniqueId } from './env.js';
+import {
+  eventually,
+  historyTypes,
+  recordStoreReads,
+  rejectsWith,
+  resultWithin,
+  TestEnv,
+  uniqueId,
+} from './env.js';
 
 describe('workflows: start, execute, result, handles, history', () => {
   let env: TestEnv;
@@ -111,28 +118,7 @@ describe('workflows: start, execute, result, handles, history', () => {
   });
 
   it('result() woken by the close reads the run and its closing event together, not one after the other', async () => {
-    // The client and the worker share this process's runtime: record what each read of its store asks.
-    const runtime = await Runtime.acquire(env.url, { mode: 'client' });
-    const store = runtime.ctx.store;
-    const reads: string[][] = [];
-    const read = store.read;
-    const original = read.bind(store);
-    store.read = (fn, options) =>
-      original((tx) => {
-        const asked: string[] = [];
-        reads.push(asked);
-        const recorded = new Proxy(tx, {
-          get(target, name) {
-            const value = Reflect.get(target, name, target);
-            if (typeof value !== 'function') return value;
-            return (...args: unknown[]) => {
-              asked.push(`${String(name)} ${args.filter((a) => typeof a === 'string').join(' ')}`);
-              return value.apply(target, args);
-            };
-          },
-        });
-        return fn(recorded);
-      }, options);
+    const { reads, stop } = await recordStoreReads(env.url);
     try {
       const workflowId = uniqueId('closing-read');
       const handle = await env.client.workflow.start(voidOnFlag, { workflowId, taskQueue: env.taskQueue });
@@ -152,8 +138,7 @@ describe('workflows: start, execute, result, handles, history', () => {
           .map(() => [run]),
       );
     } finally {
-      store.read = read;
-      await runtime.release();
+      await stop();
     }
   });
 

@@ -202,12 +202,14 @@ describe('hot path: activity result, next task and its commands in one transacti
       'w1',
     );
     const ran: number[] = [];
+    const handed: unknown[] = [];
     const unregister = runtime.ctx.localWorkers.register('default', 'q', {
       workerId: 'local',
       reserve: () => true,
       release: () => undefined,
       run: (t) => {
         ran.push(t.token);
+        handed.push(t.history);
       },
     });
     try {
@@ -222,6 +224,8 @@ describe('hot path: activity result, next task and its commands in one transacti
         'WorkflowTaskScheduled',
         'WorkflowTaskStarted',
       ]);
+      // The worker gets the events of the fire with the task, exactly as a read returns them.
+      expect(handed).toEqual([events.slice(-3)]);
     } finally {
       unregister();
     }
