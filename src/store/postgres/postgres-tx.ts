@@ -43,16 +43,11 @@ import {
   type TimerRow,
 } from './postgres-rows.js';
 import { ACTIVITY_KEY, QUERY_KEY, RUN_KEY } from './postgres-statements.js';
-import { PostgresTxBase } from './postgres-tx-base.js';
+import { PostgresTxClaims } from './postgres-tx-claims.js';
 
 const RUN_IDENTITY = ['runId', 'namespace', 'workflowId', 'startTime'];
 const ACTIVITY_IDENTITY = ['runId', 'namespace', 'workflowId', 'scheduledEventId', 'activityId'];
 const QUERY_PATCHABLE = new Set(['phase', 'leaseExpiresAt', 'result', 'failure']);
-
-/** The column a claim adds to each row: the due rows it saw, locked or not (postgres-statements.ts). */
-interface Due {
-  readonly lh_due: number;
-}
 
 /**
  * The transaction handle given to callbacks: one pooled connection inside `BEGIN ... COMMIT` (a `read`
@@ -71,9 +66,7 @@ interface Due {
  * server and is remembered too, so the store never reports a commit for it. A handle cannot be used after
  * its callback settled (TX_ENDED). Patch fields whose value is `undefined` are left unchanged.
  */
-export class PostgresTx extends PostgresTxBase implements StoreTx {
-  /** Due rows this transaction's claims passed over because another transaction held them. */
-  #lockedDue = 0;
+export class PostgresTx extends PostgresTxClaims implements StoreTx {
   /** What this transaction knows and changes of runs' rows, where the store remembers rows. */
   readonly #rows = this.memory && new TransactionRows(this.memory);
   /** How many reads were answered without a round trip (each checked by the next batch). */
@@ -456,68 +449,6 @@ export class PostgresTx extends PostgresTxBase implements StoreTx {
   async deleteQuery(id: string): Promise<void> {
     this.checkWritable();
     await this.remove(`queries:${id}`, this.st.deleteQuery, [id]);
-  }
-
-  // Claim and sweep queries (only on `transaction` handles: `StoreReader` has none): each locks the rows
-  // it returns and skips rows another transaction holds (`FOR UPDATE SKIP LOCKED`).
-
-  async findClaimableWorkflowTasks(
-    namespace: string,
-    taskQueue: string,
-    now: number,
-    limit: number,
-    claimant?: { readonly workerId: string; readonly othersVisibleBy: number },
-  ) {
-    const stmt = this.st.claimableWorkflowTasks;
-    const args = [
-      namespace,
-      taskQueue,
-      now,
-      limit,
-      claimant?.workerId ?? null,
-      claimant?.othersVisibleBy ?? now,
-    ];
-    const rows = await this.all<RunRow & Due>(stmt, args);
-    return this.claimed(rows, limit, (r) => r.run_id !== null).map(rowToRun);
-  }
-
-  async findClaimableActivities(namespace: string, taskQueue: string, now: number, limit: number) {
-    const args = [namespace, taskQueue, now, limit];
-    const rows = await this.all<ActivityRow & Due>(this.st.claimableActivities, args);
-    return this.claimed(rows, limit, (r) => r.run_id !== null).map(rowToActivity);
-  }
-
-  async findClaimableQueries(namespace: string, taskQueue: string, now: number, limit: number) {
-    const args = [namespace, taskQueue, now, limit];
-    const rows = await this.all<QueryRow & Due>(this.st.claimableQueries, args);
-    return this.claimed(rows, limit, (r) => r.id !== null).map(rowToQuery);
-  }
-
-  lockedDue(): number {
-    return this.#lockedDue;
-  }
-
-  /** The rows a claim took (`present`: not the row of nulls), counting the due rows it passed over. */
-  private claimed<R extends Due>(rows: readonly R[], limit: number, present: (row: R) => boolean): R[] {
-    const taken = rows.filter(present);
-    const due = rows[0]?.lh_due ?? 0;
-    if (taken.length < limit && due > taken.length) this.#lockedDue += due - taken.length;
-    return taken;
-  }
-
-  async findDueTimers(now: number, limit: number): Promise<TimerRecord[]> {
-    const stmt = this.st.dueTimers;
-    return (await this.all<TimerRow>(stmt, [now, limit])).map(rowToTimer);
-  }
-
-  async findExpiredWorkflowTasks(now: number, limit: number): Promise<RunRecord[]> {
-    const stmt = this.st.expiredWorkflowTasks;
-    return (await this.all<RunRow>(stmt, [now, limit])).map(rowToRun);
-  }
-
-  async findDueActivities(now: number, limit: number): Promise<ActivityRecord[]> {
-    const stmt = this.st.dueActivities;
-    return (await this.all<ActivityRow>(stmt, [now, limit])).map(rowToActivity);
   }
 }
 
