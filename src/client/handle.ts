@@ -42,13 +42,14 @@ const DEFAULT_QUERY_TIMEOUT_MS = 10_000;
  * Pauses between two reads while waiting for a result, doubling from the first to the last (ms). A run
  * closed in this process wakes the waiter at once; one closed by another process does too where the
  * store carries wake-ups between processes (PostgreSQL), so polling there is only the fallback for a
- * lost notification; without them (SQLite shared by processes) polling is how the result is found. Where
+ * lost notification, and starts at a worker's default poll interval (a lost wake-up costs a worker's
+ * claim as much); without them (SQLite shared by processes) polling is how the result is found. Where
  * the store tells whether any other connection committed since (`Store.externalChanges`: SQLite), a
  * pause that ends with nothing committed elsewhere skips its read: a waiter in a process of its own
  * costs no reads until something happens.
  */
 const RESULT_POLL_MS = { first: 5, last: 200 } as const;
-const RESULT_POLL_WITH_NOTIFICATIONS_MS = { first: 25, last: 1000 } as const;
+const RESULT_POLL_WITH_NOTIFICATIONS_MS = { first: 100, last: 1000 } as const;
 
 /**
  * A handle on a workflow: by id (the latest run) or by id and run id. Every call reads the store;
