@@ -20,12 +20,17 @@ import { type ActivityRow, type RunRow, rowToActivity, rowToRun } from './postgr
  * transaction that also updates their run, and the check compares the whole set, so a row added or
  * removed by anyone else fails it too.
  *
+ * The buffer is covered too: every buffered event also rewrites its run's row (a new xmin), so a run
+ * remembered with an empty buffer answers `listBuffered` with nothing, and the same check proves it.
+ * A start's `findOpenRun` works the same way with nothing remembered: it assumes no open run of the
+ * workflow id, and a check that none is open goes first in the batch (`checkNoOpenRun`).
+ *
  * A failed check rejects the batch: the store rolls back and runs the callback again without memory
  * (PostgresStore.run). A callback that throws has the checks of its remembered reads sent alone before
  * the rollback, so an error too stands only if the rows it came from were current. A stale entry thus
- * costs one extra round trip and never changes a result. Rows
- * written inside a savepoint carry the savepoint's own transaction id, so a transaction that used one
- * remembers nothing; neither does one that rolled back or one whose transaction id is unknown.
+ * costs one extra round trip and never changes a result. Rows written inside a savepoint carry the
+ * savepoint's own transaction id, so a transaction that used one remembers nothing; neither does one
+ * that rolled back or one whose transaction id is unknown.
  */
 
 /** A row remembered with its xmin; null while the row was written by the current transaction. */
