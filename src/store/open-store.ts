@@ -1,8 +1,8 @@
 import { resolve } from 'node:path';
 import { ValidationError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import { PostgresStore, type PostgresStoreOptions } from './postgres/postgres-store.js';
-import { SqliteStore, type SqliteStoreOptions } from './sqlite/sqlite-store.js';
+import type { PostgresStoreOptions } from './postgres/postgres-store.js';
+import type { SqliteStoreOptions } from './sqlite/sqlite-store.js';
 import type { Store } from './store.js';
 
 export interface OpenStoreOptions {
@@ -160,12 +160,16 @@ export async function openStore(url: string, options: OpenStoreOptions): Promise
   if (options.mode !== 'node' && options.mode !== 'client') {
     throw new ValidationError('mode', `must be 'node' or 'client', got '${String(options.mode)}'`);
   }
+  // Each adapter and its driver load on first use: a process on SQLite never loads `pg` (about 8 MB of
+  // memory), one on PostgreSQL never loads the SQLite addon.
   if (url.startsWith('sqlite:')) {
     const connection = parseSqliteConnection(url, process.cwd());
+    const { SqliteStore } = await import('./sqlite/sqlite-store.js');
     return SqliteStore.open({ ...connection, mode: options.mode, logger: options.logger });
   }
   if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
     const connection = parsePostgresConnection(url);
+    const { PostgresStore } = await import('./postgres/postgres-store.js');
     return PostgresStore.open({ ...connection, mode: options.mode, logger: options.logger });
   }
   throw invalid(`'${redact(url)}' is not a connection string longhaul understands; ${ACCEPTED_FORMS}`);

@@ -906,6 +906,28 @@ describe('history compaction', () => {
   });
 });
 
+describe('drivers', () => {
+  it('a process on SQLite never loads the PostgreSQL driver', async () => {
+    const fixture = fileURLToPath(new URL('./fixtures/loaded-drivers.ts', import.meta.url));
+    const child = spawn(process.execPath, ['--import', 'tsx', fixture, `sqlite:${file}`], { stdio: 'pipe' });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    const code = await within(
+      new Promise<number | null>((resolve) => child.on('exit', resolve)),
+      30_000,
+      'the child to open the store',
+    );
+    expect(code, err).toBe(0);
+    expect(JSON.parse(out)).toEqual({ pg: false, betterSqlite3: true });
+  });
+});
+
 describe('several processes on one file', () => {
   const children: ChildProcessWithoutNullStreams[] = [];
   afterAll(() => {
