@@ -1,4 +1,4 @@
-import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { StoreError, ValidationError } from '../../src/common/errors.js';
@@ -25,6 +25,7 @@ import {
   storeUrl,
   testSchema,
 } from './fixtures/postgres.js';
+import { spawnFixture } from './fixtures/spawn-fixture.js';
 
 const schemas: string[] = [];
 const opened: Store[] = [];
@@ -335,28 +336,12 @@ describe('nodes starting at once', () => {
     const url = storeUrl(schema, { poolSize: '2' });
     const fixture = fileURLToPath(new URL('./fixtures/postgres-increment.ts', import.meta.url));
     const spawnChild = () => {
-      const child = spawn(process.execPath, ['--import', 'tsx', fixture, url, '100'], { stdio: 'pipe' });
-      children.push(child);
-      let out = '';
-      let err = '';
-      child.stdout.on('data', (d: Buffer) => {
-        out += d.toString();
-      });
-      child.stderr.on('data', (d: Buffer) => {
-        err += d.toString();
-      });
-      const ready = new Promise<void>((resolve, reject) => {
-        const check = () => {
-          if (out.includes('ready\n')) resolve();
-        };
-        child.stdout.on('data', check);
-        child.on('exit', (code) => reject(new Error(`child exited (${code}) before 'ready': ${err}`)));
-      });
-      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-      return { child, ready, exited, stderr: () => err };
+      const kid = spawnFixture(fixture, [url, '100']);
+      children.push(kid.child);
+      return kid;
     };
     const kids = [spawnChild(), spawnChild()];
-    await within(Promise.all(kids.map((k) => k.ready)), 30_000, 'children to open the store');
+    await within(Promise.all(kids.map((k) => k.lineSeen('ready'))), 30_000, 'children to open the store');
     expect(await versionsOf(schema)).toEqual([POSTGRES_SCHEMA_VERSION]);
     const parent = await open(url);
     await parent.transaction((tx) => tx.insertRun(counterRun()));

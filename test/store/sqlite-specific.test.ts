@@ -1,4 +1,4 @@
-import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
@@ -19,6 +19,7 @@ import {
 } from '../../src/store/sqlite/sqlite-migrations.js';
 import { SqliteStore, type SqliteStoreOptions } from '../../src/store/sqlite/sqlite-store.js';
 import type { RunRecord, Store, StoreTx } from '../../src/store/store.js';
+import { spawnFixture } from './fixtures/spawn-fixture.js';
 
 let dir: string;
 let file: string;
@@ -909,22 +910,10 @@ describe('history compaction', () => {
 describe('drivers', () => {
   it('a process on SQLite never loads the PostgreSQL driver', async () => {
     const fixture = fileURLToPath(new URL('./fixtures/loaded-drivers.ts', import.meta.url));
-    const child = spawn(process.execPath, ['--import', 'tsx', fixture, `sqlite:${file}`], { stdio: 'pipe' });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      err += d.toString();
-    });
-    const code = await within(
-      new Promise<number | null>((resolve) => child.on('exit', resolve)),
-      30_000,
-      'the child to open the store',
-    );
-    expect(code, err).toBe(0);
-    expect(JSON.parse(out)).toEqual({ pg: false, betterSqlite3: true });
+    const kid = spawnFixture(fixture, [`sqlite:${file}`]);
+    const code = await within(kid.exited, 30_000, 'the child to open the store');
+    expect(code, kid.stderr()).toBe(0);
+    expect(JSON.parse(kid.stdout())).toEqual({ pg: false, betterSqlite3: true });
   });
 });
 
@@ -938,27 +927,9 @@ describe('several processes on one file', () => {
     const fixture = fileURLToPath(new URL('./fixtures/increment-counter.ts', import.meta.url));
     const url = `sqlite:${file}`;
     const spawnChild = () => {
-      const child = spawn(process.execPath, ['--import', 'tsx', fixture, url, '200'], { stdio: 'pipe' });
-      children.push(child);
-      let out = '';
-      let err = '';
-      child.stdout.on('data', (d: Buffer) => {
-        out += d.toString();
-      });
-      child.stderr.on('data', (d: Buffer) => {
-        err += d.toString();
-      });
-      const lineSeen = (line: string) =>
-        new Promise<void>((resolve, reject) => {
-          const check = () => {
-            if (out.includes(`${line}\n`)) resolve();
-          };
-          child.stdout.on('data', check);
-          child.on('exit', (code) => reject(new Error(`child exited (${code}) before '${line}': ${err}`)));
-          check();
-        });
-      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-      return { child, lineSeen, exited, stderr: () => err };
+      const kid = spawnFixture(fixture, [url, '200']);
+      children.push(kid.child);
+      return kid;
     };
     // Both children start on a file that does not exist yet: they race to create and migrate it.
     const kids = [spawnChild(), spawnChild()];
