@@ -160,7 +160,7 @@ export async function openStore(url: string, options: OpenStoreOptions): Promise
   if (options.mode !== 'node' && options.mode !== 'client') {
     throw new ValidationError('mode', `must be 'node' or 'client', got '${String(options.mode)}'`);
   }
-  // Each adapter and its driver load on first use: a process on SQLite never loads `pg` (about 8 MB of
+  // Each adapter and its driver load on first use: a process on SQLite never loads `pg` (about 10 MB of
   // memory), one on PostgreSQL never loads the SQLite addon.
   if (url.startsWith('sqlite:')) {
     const connection = parseSqliteConnection(url, process.cwd());
