@@ -724,6 +724,39 @@ describe('history compaction', () => {
     expect(historyRows().chunks).toHaveLength(1);
   });
 
+  it('a tail whose run waits for a workflow task is due only after 30 times idleMs', async () => {
+    const idleMs = 40;
+    const store = await openSqlite(manualCompaction(idleMs));
+    const scheduled: NewEvent = {
+      type: 'WorkflowTaskScheduled',
+      time: 1_700_000_000_002,
+      attributes: { taskQueue: 'q', attempt: 1 },
+    };
+    const appended = performance.now();
+    await append(store, 'waiting', 1, [marker(1), scheduled]);
+    await append(store, 'idle', 1, [marker(1), marker(2)]);
+    await new Promise((r) => setTimeout(r, idleMs * 4));
+    await store.compactHistory();
+    const tailRuns = () => {
+      const db = raw();
+      try {
+        return db.prepare('SELECT k.run_id FROM history_tail t JOIN run_keys k ON k.rk = t.rk').all();
+      } finally {
+        db.close();
+      }
+    };
+    // A worker appends the task's outcome to that tail before long: compacting it now would be wasted.
+    expect(tailRuns()).toEqual([{ run_id: 'waiting' }]);
+    // With no worker to take the task, the tail is still compacted, later.
+    await new Promise((r) => setTimeout(r, Math.max(0, appended + idleMs * 30 + 100 - performance.now())));
+    await store.compactHistory();
+    expect(tailRuns()).toEqual([]);
+    expect(await store.read((tx) => tx.readEvents('waiting'))).toEqual([
+      { eventId: 1, ...marker(1) },
+      { eventId: 2, ...scheduled },
+    ]);
+  });
+
   it('the compactor timer compresses idle tails on its own', async () => {
     const store = await openSqlite({ historyCompaction: { idleMs: 20, intervalMs: 10 } });
     for (let i = 1; i <= 5; i++) await append(store, `r${i}`, 1, [marker(1), marker(2), marker(3)]);

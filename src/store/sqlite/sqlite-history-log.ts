@@ -18,6 +18,13 @@ const CHUNK_APPEND_LIMIT_BYTES = 1024;
  * copies and keeps a busy run's tail within about one database page.
  */
 const TAIL_DUE_CHARS = 4096;
+/**
+ * A tail whose last event schedules a workflow task is due after this many `idleMs`: a worker is about
+ * to append the task's outcome, and compacting the tail first would compress it twice (under a queue
+ * backlog, most tails that fall due are of runs waiting for a worker). A run left waiting for longer,
+ * with no worker polling, is still compacted.
+ */
+const WAITING_IDLE_FACTOR = 30;
 /** Most run keys `ownTails` remembers; past it, the store forgets them and reports them unknown. */
 const OWN_TAILS_LIMIT = 100_000;
 
@@ -50,14 +57,17 @@ export interface CompactionBatch {
  * - `ownTails` names the runs this store appended to whose tails it has not compacted, so `close()` can
  *   compact its own recent tails and leave those of other open stores to them.
  *
- * Each tail carries `compact_at`: the last append's time plus `idleMs`, rounded up to a quarter of
- * `idleMs` (so appends within one quarter leave its index entry alone), or the append's time once the
- * tail reaches `TAIL_DUE_CHARS`. Times are wall-clock ms since the epoch (`now`), shared by every process
+ * Each tail carries `compact_at`: the last append's time plus `idleMs` (`WAITING_IDLE_FACTOR` times
+ * that when the append scheduled a workflow task), rounded up to a quarter of `idleMs` (so appends
+ * within one quarter leave its index entry alone), or the append's time once the tail reaches
+ * `TAIL_DUE_CHARS`. Times are wall-clock ms since the epoch (`now`), shared by every process
  * on the host.
  */
 export class SqliteHistoryLog {
   readonly stats: HistoryStats = { deflates: 0, inflates: 0, tailsCompacted: 0 };
   private readonly quantumMs: number;
+  /** `idleMs` of a tail whose run waits for a workflow task (see `WAITING_IDLE_FACTOR`). */
+  private readonly waitingIdleMs: number;
   /** Keys of runs this store appended to since it last compacted their tail (or saw no tail at all). */
   private readonly own = new Set<number>();
   private ownOverflow = false;
@@ -68,6 +78,7 @@ export class SqliteHistoryLog {
     readonly now: () => number = Date.now,
   ) {
     this.quantumMs = Math.max(1, Math.floor(idleMs / 4));
+    this.waitingIdleMs = idleMs * WAITING_IDLE_FACTOR;
   }
 
   /**
@@ -83,13 +94,15 @@ export class SqliteHistoryLog {
   ): void {
     const last = firstEventId + events.length - 1;
     const now = this.now();
+    const idleMs =
+      events[events.length - 1]!.type === 'WorkflowTaskScheduled' ? this.waitingIdleMs : this.idleMs;
     this.remember(rk);
     const tail = s.tailHead.get(rk) as TailHeadRow | undefined;
     if (tail) {
       check(tail.last_event_id);
       const text = tailText(events, tail.base_time);
       if (text !== undefined) {
-        const compactAt = this.compactAt(now, tail.size + text.length, tail.compact_at);
+        const compactAt = this.compactAt(now, idleMs, tail.size + text.length, tail.compact_at);
         const stmt = compactAt === tail.compact_at ? s.appendTailSameDue : s.appendTail;
         stmt.run({ rk, last, compactAt, events: text });
         return;
@@ -114,7 +127,7 @@ export class SqliteHistoryLog {
       base = 0;
       text = tailText(events, 0)!;
     }
-    const compactAt = this.compactAt(now, text.length);
+    const compactAt = this.compactAt(now, idleMs, text.length);
     s.insertTail.run({ rk, first: firstEventId, last, base, compactAt, events: text });
   }
 
@@ -229,9 +242,12 @@ export class SqliteHistoryLog {
     this.own.add(rk);
   }
 
-  /** The `compact_at` of a tail of `size` characters appended to at `now` (`current`: its value so far). */
-  private compactAt(now: number, size: number, current?: number): number {
+  /**
+   * The `compact_at` of a tail of `size` characters appended to at `now`, to be due after `idleMs`
+   * (`current`: its value so far).
+   */
+  private compactAt(now: number, idleMs: number, size: number, current?: number): number {
     if (size >= TAIL_DUE_CHARS) return current === undefined ? now : Math.min(current, now);
-    return Math.ceil((now + this.idleMs) / this.quantumMs) * this.quantumMs;
+    return Math.ceil((now + idleMs) / this.quantumMs) * this.quantumMs;
   }
 }
