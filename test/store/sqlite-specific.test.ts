@@ -724,8 +724,8 @@ describe('history compaction', () => {
     expect(historyRows().chunks).toHaveLength(1);
   });
 
-  it('a tail whose run waits for a workflow task is due only after 30 times idleMs', async () => {
-    const idleMs = 40;
+  it('a tail whose run waits for a workflow task is due only after 300 times idleMs', async () => {
+    const idleMs = 5;
     const store = await openSqlite(manualCompaction(idleMs));
     const scheduled: NewEvent = {
       type: 'WorkflowTaskScheduled',
@@ -735,7 +735,7 @@ describe('history compaction', () => {
     const appended = performance.now();
     await append(store, 'waiting', 1, [marker(1), scheduled]);
     await append(store, 'idle', 1, [marker(1), marker(2)]);
-    await new Promise((r) => setTimeout(r, idleMs * 4));
+    await new Promise((r) => setTimeout(r, idleMs * 10));
     await store.compactHistory();
     const tailRuns = () => {
       const db = raw();
@@ -748,7 +748,7 @@ describe('history compaction', () => {
     // A worker appends the task's outcome to that tail before long: compacting it now would be wasted.
     expect(tailRuns()).toEqual([{ run_id: 'waiting' }]);
     // With no worker to take the task, the tail is still compacted, later.
-    await new Promise((r) => setTimeout(r, Math.max(0, appended + idleMs * 30 + 100 - performance.now())));
+    await new Promise((r) => setTimeout(r, Math.max(0, appended + idleMs * 300 + 100 - performance.now())));
     await store.compactHistory();
     expect(tailRuns()).toEqual([]);
     expect(await store.read((tx) => tx.readEvents('waiting'))).toEqual([

@@ -19,12 +19,13 @@ const CHUNK_APPEND_LIMIT_BYTES = 1024;
  */
 const TAIL_DUE_CHARS = 4096;
 /**
- * A tail whose last event schedules a workflow task is due after this many `idleMs`: a worker is about
- * to append the task's outcome, and compacting the tail first would compress it twice (under a queue
- * backlog, most tails that fall due are of runs waiting for a worker). A run left waiting for longer,
- * with no worker polling, is still compacted.
+ * A tail whose last event schedules a workflow task is due after this many `idleMs` (5 minutes by
+ * default): a worker is about to append the task's outcome, and compacting the tail first would compress
+ * it twice. Under a queue backlog most tails that fall due are of such runs: 10,000 starts queue for
+ * seconds, 100,000 for over a minute. A run left waiting longer, with no worker polling, is still
+ * compacted.
  */
-const WAITING_IDLE_FACTOR = 30;
+const WAITING_IDLE_FACTOR = 300;
 /** Most run keys `ownTails` remembers; past it, the store forgets them and reports them unknown. */
 const OWN_TAILS_LIMIT = 100_000;
 

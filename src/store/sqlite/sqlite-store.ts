@@ -40,8 +40,8 @@ export interface SqliteStoreOptions {
 /** When a store compresses the raw tails of run histories. Every duration is in ms. */
 export interface HistoryCompactionOptions {
   /**
-   * A run's raw tail is compressed once nothing was appended to it for this long (default 1000); 30 times
-   * as long while the run waits for a worker to take a workflow task.
+   * A run's raw tail is compressed once nothing was appended to it for this long (default 1000); 300
+   * times as long while the run waits for a worker to take a workflow task.
    */
   readonly idleMs?: number;
   /** How often the compactor looks for such tails (default 500); 0 turns the timer off. */
