@@ -2,6 +2,7 @@
  * The PostgreSQL benchmark's results and how they are printed (bench/postgres.ts measures them), and the
  * W1 phase breakdown read back from history.
  */
+import { availableParallelism } from 'node:os';
 import type { Client } from '../src/client/index.js';
 import type { WorkerCounters } from './spawn-workers.js';
 import type { StoreProbeResult } from './store-probe.js';
@@ -35,6 +36,8 @@ export interface RunResult {
   readonly notifications: boolean;
   readonly probe?: StoreProbeResult;
   readonly cpuMs?: number;
+  /** CPU ms of the PostgreSQL server over the run, where it runs on this host (see `ServerCpu`). */
+  readonly serverCpuMs?: number;
   readonly phases?: Phases;
 }
 
@@ -135,6 +138,11 @@ export function printW1(r: RunResult, base: ServerBaseline, one?: RunResult): vo
         'after it completed',
     );
   }
+  // W1 runs one workflow at a time: the run lasted about as long as the latencies add up to.
+  printServerCpu(
+    r,
+    r.latencies.reduce((a, b) => a + b, 0),
+  );
 }
 
 /** W1 with one process: store time (measured) against a model built from the raw figures. */
@@ -163,6 +171,19 @@ export function printW1Breakdown(r: RunResult, base: ServerBaseline): void {
   );
 }
 
+/**
+ * The server's CPU per workflow, and the share of the machine it took over `elapsedMs`: on a small
+ * machine that runs the server too, the server's CPU caps what the workers can do.
+ */
+function printServerCpu(r: RunResult, elapsedMs: number): void {
+  if (r.serverCpuMs === undefined || elapsedMs <= 0) return;
+  const cores = availableParallelism();
+  console.log(
+    `    the PostgreSQL server used ${fmt(r.serverCpuMs / r.count)} ms CPU per workflow, ` +
+      `${fmt(r.serverCpuMs / elapsedMs, 2)} cores (of this machine's ${cores}) on average over the run`,
+  );
+}
+
 export function printW2(r: RunResult, commitRate: number, one?: RunResult): void {
   const rate = (r.count * 3) / r.seconds;
   const versus = one
@@ -174,4 +195,5 @@ export function printW2(r: RunResult, commitRate: number, one?: RunResult): void
     `W2  ${r.count} workflows × 3 activities, ${W2_IN_FLIGHT} in flight, ${label(r)}: ` +
       `${fmt(rate, 0)} steps/s (${fmt(rate / commitRate, 2)}× the raw commit rate); ${counted(r)}${cpu} (${versus})`,
   );
+  printServerCpu(r, r.seconds * 1000);
 }

@@ -25,6 +25,7 @@ import {
   type RunResult,
   type ServerBaseline,
 } from './postgres-report.js';
+import { ServerCpu } from './server-cpu.js';
 import { addCounters, readCounters, subtractCounters, WorkerProcesses } from './spawn-workers.js';
 import { probeStore } from './store-probe.js';
 import {
@@ -77,7 +78,10 @@ export async function benchPostgres(options: PostgresBenchOptions): Promise<void
     );
     console.log(
       `    store ${bench.describe()}, a fresh schema per run (lh_bench_${process.pid}_*, dropped after); ` +
-        `load average ${fmt(loadavg()[0]!)} on ${availableParallelism()} cores before the runs`,
+        `load average ${fmt(loadavg()[0]!)} on ${availableParallelism()} cores before the runs; ` +
+        (bench.measuresServerCpu
+          ? "the server runs on this host: its CPU time is read from /proc (every client's, so keep it otherwise idle)"
+          : 'the server is elsewhere: its CPU time is not measured'),
     );
     if (options.only.has('W1')) {
       const one = await bench.inProcess('W1', options.count(200));
@@ -112,10 +116,18 @@ class PostgresBench {
   readonly #live = new Set<string>();
   #next = 0;
   #workers: WorkerProcesses | null = null;
+  /** The server's CPU time, where it runs on this host. */
+  readonly #serverCpu: ServerCpu | null;
   #aborting: Promise<void> | null = null;
 
   constructor(url: string) {
     this.#base = new URL(url);
+    this.#serverCpu = ServerCpu.forUrl(url);
+  }
+
+  /** Whether runs report the server's CPU time (it runs on this host). */
+  get measuresServerCpu(): boolean {
+    return this.#serverCpu !== null;
   }
 
   describe(): string {
@@ -154,12 +166,14 @@ class PostgresBench {
       const probe = workload === 'W1' ? probeStore(env.runtime.ctx.store) : null;
       try {
         const before = readCounters(env.runtime);
+        const server = this.#serverCpu?.ms();
         const cpu = process.cpuUsage();
         const run =
           workload === 'W1'
             ? { w1: await driveW1(env.client, count), seconds: 0 }
             : { w1: null, seconds: await driveW2(env.client, count) };
         const used = process.cpuUsage(cpu);
+        const serverCpuMs = serverCpuSince(this.#serverCpu, server);
         const probed = probe?.stop();
         return {
           processes: 1,
@@ -170,6 +184,7 @@ class PostgresBench {
           perProcess: [],
           notifications: env.runtime.ctx.store.notifications !== undefined,
           cpuMs: (used.user + used.system) / 1000,
+          ...(serverCpuMs === undefined ? {} : { serverCpuMs }),
           ...(probed ? { probe: probed } : {}),
           ...(run.w1 ? { phases: await phasesOf(env.client, run.w1.spans) } : {}),
         };
@@ -206,6 +221,7 @@ class PostgresBench {
         await sleep(IDLE_MS);
         const idle = addCounters(await workers.mark());
         const before = readCounters(runtime);
+        const server = this.#serverCpu?.ms();
         const started = performance.now();
         const run =
           workload === 'W1'
@@ -213,6 +229,7 @@ class PostgresBench {
             : { w1: null, seconds: await workers.guard(driveW2(client, count)) };
         const own = subtractCounters(readCounters(runtime), before);
         const elapsedMs = performance.now() - started;
+        const serverCpuMs = serverCpuSince(this.#serverCpu, server);
         const perProcess = await workers.stop();
         return {
           processes: PROCESSES,
@@ -225,6 +242,7 @@ class PostgresBench {
           notifications: runtime.ctx.store.notifications !== undefined,
           pollIntervalMs: workers.pollIntervalMs,
           idlePolls: (idle.transactions / IDLE_MS) * elapsedMs,
+          ...(serverCpuMs === undefined ? {} : { serverCpuMs }),
           ...(run.w1 ? { phases: await phasesOf(client, run.w1.spans) } : {}),
         };
       } finally {
@@ -309,4 +327,10 @@ async function timeEach(times: number, op: () => Promise<unknown>): Promise<numb
   const start = performance.now();
   for (let i = 0; i < times; i++) await op();
   return (performance.now() - start) / times;
+}
+
+/** CPU ms the server used since `before` (a `ServerCpu.ms()` reading), if it can be read. */
+function serverCpuSince(reader: ServerCpu | null, before: number | undefined): number | undefined {
+  const now = reader?.ms();
+  return now === undefined || before === undefined ? undefined : now - before;
 }
