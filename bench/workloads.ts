@@ -77,12 +77,15 @@ export interface W1Span {
 export interface W1Result {
   /** Latency of each workflow (ms), sorted. */
   readonly latencies: number[];
+  /** The same, in the order the workflows ran. */
+  readonly inOrder: readonly number[];
   readonly spans: W1Span[];
 }
 
 /** W1: `count` workflows of 10 sequential no-op activities, one after another. */
 export async function driveW1(client: Client, count: number): Promise<W1Result> {
   const latencies: number[] = [];
+  const inOrder: number[] = [];
   const spans: W1Span[] = [];
   for (let i = 0; i < count; i++) {
     const workflowId = `w1-${i}`;
@@ -90,9 +93,10 @@ export async function driveW1(client: Client, count: number): Promise<W1Result> 
     const start = performance.now();
     await client.workflow.execute('steps', { workflowId, taskQueue: TASK_QUEUE, args: [10] });
     latencies.push(performance.now() - start);
+    inOrder.push(latencies[latencies.length - 1]!);
     spans.push({ workflowId, calledAt, returnedAt: Date.now() });
   }
-  return { latencies: latencies.sort((a, b) => a - b), spans };
+  return { latencies: latencies.sort((a, b) => a - b), inOrder, spans };
 }
 
 /** W2: `count` workflows of 3 activities, `W2_IN_FLIGHT` at a time. Returns the elapsed seconds. */
@@ -107,4 +111,13 @@ export async function driveW2(client: Client, count: number): Promise<number> {
   };
   await Promise.all(Array.from({ length: W2_IN_FLIGHT }, lane));
   return (performance.now() - start) / 1000;
+}
+
+/** How many of W1's first workflows count as warm-up (V8 compiling the engine's code paths). */
+export const W1_WARM_UP = 10;
+
+/** The p99 of W1 leaving out the warm-up workflows (ms). */
+export function p99AfterWarmUp(inOrder: readonly number[]): number {
+  const rest = inOrder.slice(W1_WARM_UP).sort((a, b) => a - b);
+  return rest.length === 0 ? Number.NaN : percentile(rest, 99);
 }
