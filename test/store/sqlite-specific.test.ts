@@ -710,10 +710,13 @@ describe('history compaction', () => {
   });
 
   it('compresses tails idle for idleMs and leaves recently appended ones alone', async () => {
-    const idleMs = 500;
+    // Long enough that a stall of the machine between the second append and the compaction (a loaded
+    // CI run has shown 900 ms) does not make the recent tail due too.
+    const idleMs = 2000;
     const store = await openSqlite(manualCompaction(idleMs));
     await append(store, 'idle', 1, [marker(1), marker(2)]);
-    await new Promise((r) => setTimeout(r, idleMs + 150));
+    // Due times are rounded up to a quarter of idleMs.
+    await new Promise((r) => setTimeout(r, idleMs * 1.25 + 150));
     await append(store, 'busy', 1, [marker(1), marker(2)]);
     await store.compactHistory();
     expect(store.stats().tailsCompacted).toBe(1);
@@ -725,7 +728,7 @@ describe('history compaction', () => {
   });
 
   it('a tail whose run waits for a workflow task is due only after 300 times idleMs', async () => {
-    const idleMs = 5;
+    const idleMs = 10; // the waiting tail is due after 3 s, well past any stall before the first check
     const store = await openSqlite(manualCompaction(idleMs));
     const scheduled: NewEvent = {
       type: 'WorkflowTaskScheduled',
