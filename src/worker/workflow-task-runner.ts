@@ -99,11 +99,19 @@ const EAGER_ACTIVITY_LIMIT = 8;
  * Hot path: when an activity of a cached run completes here, the next activation is computed from the
  * cache before anything is written and committed with the result in one transaction
  * (`completeActivityWithTask`); activities it schedules on this worker's queue start in that same commit.
+ *
+ * A task or an activity result takes a run's cached instance out of the cache for as long as it works
+ * with it (until its commit is recorded in the instance, `#afterCommit`). Work for the same run that comes
+ * meanwhile waits for it (`#hold`): a timer due a few ms after the commit that started it can be fired
+ * and handed over before that commit's continuation has run, and it would otherwise replay the whole
+ * history into a fresh instance.
  */
 export class WorkflowTaskRunner {
   readonly cache: WorkflowCache<CachedRun>;
   /** Set when the worker shuts down: no new workflow work starts (no hot path, no eager dispatch). */
   #stopping = false;
+  /** Runs whose cached instance a task or activity result of this runner holds, and when it is back. */
+  readonly #held = new Map<string, Promise<void>>();
 
   constructor(
     private readonly ctx: RuntimeContext,
@@ -148,6 +156,21 @@ export class WorkflowTaskRunner {
     if (!this.sandbox.workflowTypes().includes(task.workflowType)) {
       return fail('UnknownWorkflowType', unknownType(task.workflowType, this.sandbox.workflowTypes()));
     }
+    const release = await this.#hold(task.runId);
+    try {
+      await this.#runHeld(task, this.bundle.hash, log, fail);
+    } finally {
+      release();
+    }
+  }
+
+  /** `runTask` once it holds the run (see `#hold`). */
+  async #runHeld(
+    task: WorkflowTask,
+    bundleHash: string,
+    log: Logger,
+    fail: (cause: WorkflowTaskFailedCause, failure: FailureInfo) => Promise<void>,
+  ): Promise<void> {
     let cached = this.#takeCached(task.runId);
     if (cached && cached.completedEventId !== task.lastCompletedTaskEventId) {
       cached.dispose(); // another node advanced the run meanwhile: replay from history
@@ -173,7 +196,7 @@ export class WorkflowTaskRunner {
         task.runId,
         task.token,
         result.commands,
-        this.bundle.hash,
+        bundleHash,
         this.workerId,
         eager,
         this.cache.maxEntries > 0 ? this.workerId : null,
@@ -198,6 +221,16 @@ export class WorkflowTaskRunner {
    * cached here, else the ordinary way. Throws StaleTokenError if the attempt is no longer current.
    */
   async completeActivity(task: ActivityTask, result: unknown): Promise<void> {
+    const release = await this.#hold(task.runId);
+    try {
+      await this.#completeHeld(task, result);
+    } finally {
+      release();
+    }
+  }
+
+  /** `completeActivity` once it holds the run (see `#hold`). */
+  async #completeHeld(task: ActivityTask, result: unknown): Promise<void> {
     const cached = this.sandbox && this.bundle && !this.#stopping ? this.#takeCached(task.runId) : undefined;
     if (!cached || cached.nextEventId === 0) {
       if (cached) this.cache.put(task.runId, cached);
@@ -259,6 +292,23 @@ export class WorkflowTaskRunner {
       cached.dispose();
       throw err;
     }
+  }
+
+  /**
+   * Waits until no other task or activity result of this runner works with run `runId`, then marks it
+   * held; the returned function gives it back (call it once the instance is back in the cache or gone).
+   */
+  async #hold(runId: string): Promise<() => void> {
+    for (let busy = this.#held.get(runId); busy; busy = this.#held.get(runId)) await busy;
+    let release!: () => void;
+    const back = new Promise<void>((resolve) => {
+      release = () => {
+        this.#held.delete(runId);
+        resolve();
+      };
+    });
+    this.#held.set(runId, back);
+    return release;
   }
 
   /** The cached run, unless its instance was lost with a replaced sandbox thread. */

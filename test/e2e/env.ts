@@ -320,3 +320,70 @@ export async function recordStoreReads(url: string): Promise<StoreReadLog> {
     },
   };
 }
+
+/** What `holdBackTimerStarts` saw. */
+export interface HeldBackCommits {
+  /** Commits that started a timer and whose callers were held back. */
+  readonly heldBack: number;
+  /** Commits that fired a timer while some caller was being held back. */
+  readonly firedMeanwhile: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * Holds back, for `ms`, the caller of each committed transaction (of the runtime this process shares for
+ * `url`) that started a timer: its commit is done, but its code after the commit runs late, as on a
+ * loaded machine. A timer due sooner can then be fired and handed over before that code has run.
+ */
+export async function holdBackTimerStarts(url: string, ms: number): Promise<HeldBackCommits> {
+  const runtime = await Runtime.acquire(url, { mode: 'client' });
+  const store = runtime.ctx.store;
+  const transaction = store.transaction;
+  const original = transaction.bind(store);
+  let heldBack = 0;
+  let firedMeanwhile = 0;
+  let holding = 0;
+  store.transaction = async (fn) => {
+    let startsTimer = false;
+    let firesTimer = false;
+    const value = await original((tx) => {
+      startsTimer = false; // a re-run transaction starts afresh
+      firesTimer = false;
+      const watched = new Proxy(tx, {
+        get(target, name) {
+          const member = Reflect.get(target, name, target);
+          if (typeof member !== 'function') return member;
+          return (...args: unknown[]) => {
+            if (name === 'appendEvents') {
+              const types = (args[2] as readonly { type: string }[]).map((e) => e.type);
+              startsTimer ||= types.includes('TimerStarted');
+              firesTimer ||= types.includes('TimerFired');
+            }
+            return member.apply(target, args);
+          };
+        },
+      });
+      return fn(watched);
+    });
+    if (firesTimer && holding > 0) firedMeanwhile++;
+    if (startsTimer) {
+      heldBack++;
+      holding++;
+      await new Promise((r) => setTimeout(r, ms));
+      holding--;
+    }
+    return value;
+  };
+  return {
+    get heldBack() {
+      return heldBack;
+    },
+    get firedMeanwhile() {
+      return firedMeanwhile;
+    },
+    async stop() {
+      store.transaction = transaction;
+      await runtime.release();
+    },
+  };
+}

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { flag, multiStep, sleeper, waitForFlag } from '../fixtures/e2e/engine-workflows.js';
-import { eventsOf, recordStoreReads, resultWithin, TestEnv, uniqueId } from './env.js';
+import { eventsOf, holdBackTimerStarts, recordStoreReads, resultWithin, TestEnv, uniqueId } from './env.js';
 
 describe('timers: sleep and condition', () => {
   let env: TestEnv;
@@ -35,9 +35,8 @@ describe('timers: sleep and condition', () => {
       const handle = await env.client.workflow.start(multiStep, {
         workflowId: uniqueId('handed'),
         taskQueue: env.taskQueue,
-        // Sleeps of 100 ms: a timer due within a few ms of its start can fire while the worker is still
-        // recording the commit that started it (seen once on a loaded CI machine), and then the task's
-        // events are read instead; this test is about wake-ups of a run the worker has settled.
+        // Sleeps of 100 ms: wake-ups of a run the worker has settled. A timer fired before the worker has
+        // recorded the commit that started it is the next test's case.
         args: [3, 100],
       });
       expect(await resultWithin(handle)).toEqual(['hello 0', 'hello 1', 'hello 2']);
@@ -50,6 +49,31 @@ describe('timers: sleep and condition', () => {
       );
       expect(historyReads, `reads of the run: ${JSON.stringify(whileRunning)}`).toEqual([]);
     } finally {
+      await stop();
+    }
+  });
+
+  it('a timer fired before the worker has recorded the commit that started it waits for that: no replay', async () => {
+    const { reads, stop } = await recordStoreReads(env.url);
+    const held = await holdBackTimerStarts(env.url, 300);
+    try {
+      const handle = await env.client.workflow.start(multiStep, {
+        workflowId: uniqueId('held'),
+        taskQueue: env.taskQueue,
+        args: [2, 5],
+      });
+      expect(await resultWithin(handle)).toEqual(['hello 0', 'hello 1']);
+      // The race happened: each 5 ms timer was fired while the commit that started it was held back.
+      expect(held.heldBack).toBe(2);
+      expect(held.firedMeanwhile).toBe(2);
+      const runId = handle.runId!;
+      const historyReads = reads.filter((calls) => calls.some((c) => c.startsWith(`readEvents ${runId}`)));
+      expect(
+        historyReads,
+        'the woken task replayed the history instead of waiting for the cached run',
+      ).toEqual([]);
+    } finally {
+      await held.stop();
       await stop();
     }
   });
