@@ -300,17 +300,11 @@ export async function recordStoreReads(url: string): Promise<StoreReadLog> {
     original((tx) => {
       const asked: string[] = [];
       reads.push(asked);
-      const recorded = new Proxy(tx, {
-        get(target, name) {
-          const value = Reflect.get(target, name, target);
-          if (typeof value !== 'function') return value;
-          return (...args: unknown[]) => {
-            asked.push(`${String(name)} ${args.filter((a) => typeof a === 'string').join(' ')}`);
-            return value.apply(target, args);
-          };
-        },
-      });
-      return fn(recorded);
+      return fn(
+        watchCalls(tx, (name, args) => {
+          asked.push(`${name} ${args.filter((a) => typeof a === 'string').join(' ')}`);
+        }),
+      );
     }, options);
   return {
     reads,
@@ -319,6 +313,20 @@ export async function recordStoreReads(url: string): Promise<StoreReadLog> {
       await runtime.release();
     },
   };
+}
+
+/** `tx`, telling `onCall` of each method called on it (name and arguments) before the call runs. */
+function watchCalls<T extends object>(tx: T, onCall: (name: string, args: readonly unknown[]) => void): T {
+  return new Proxy(tx, {
+    get(target, name) {
+      const member = Reflect.get(target, name, target);
+      if (typeof member !== 'function') return member;
+      return (...args: unknown[]) => {
+        onCall(String(name), args);
+        return member.apply(target, args);
+      };
+    },
+  });
 }
 
 /** What `holdBackTimerStarts` saw. */
@@ -349,21 +357,14 @@ export async function holdBackTimerStarts(url: string, ms: number): Promise<Held
     const value = await original((tx) => {
       startsTimer = false; // a re-run transaction starts afresh
       firesTimer = false;
-      const watched = new Proxy(tx, {
-        get(target, name) {
-          const member = Reflect.get(target, name, target);
-          if (typeof member !== 'function') return member;
-          return (...args: unknown[]) => {
-            if (name === 'appendEvents') {
-              const types = (args[2] as readonly { type: string }[]).map((e) => e.type);
-              startsTimer ||= types.includes('TimerStarted');
-              firesTimer ||= types.includes('TimerFired');
-            }
-            return member.apply(target, args);
-          };
-        },
-      });
-      return fn(watched);
+      return fn(
+        watchCalls(tx, (name, args) => {
+          if (name !== 'appendEvents') return;
+          const types = (args[2] as readonly { type: string }[]).map((e) => e.type);
+          startsTimer ||= types.includes('TimerStarted');
+          firesTimer ||= types.includes('TimerFired');
+        }),
+      );
     });
     if (firesTimer && holding > 0) firedMeanwhile++;
     if (startsTimer) {
